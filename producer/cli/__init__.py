@@ -1,0 +1,13 @@
+"""`routeyard` — the command line. One module per group of commands; each registers itself on `app`."""
+
+from __future__ import annotations
+
+from producer.cli import batches, ops, serve  # noqa: F401  (register commands)
+from producer.cli.app import app
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,277 @@
+"""The Python client: submit jobs (one, many, or a JSONL file), follow a batch, read its results.
+
+Submission is the durable step: jobs are committed to the store in chunks and only then enqueued on Redis,
+a chunk per round trip (pipelined: never one round trip per job). If the process dies between the two,
+the sweeper enqueues what the store holds. Memory stays bounded: a file is streamed chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sqlalchemy import Connection, insert, update
+
+from producer.ingest import Line, LineError, read_lines
+from producer.validate import SpecChecker
+from shared.catalog import Catalog
+from shared.errors import InputError
+from shared.ids import batch_id as new_batch_id
+from shared.ids import job_id as new_job_id
+from shared.models import JobSpec, Priority
+from shared.queue import JobQueue
+from shared.store import Store, queries
+from shared.store.writer import Deltas, complete_if_done
+from shared.tables import Batch, BatchState, Job, JobState
+from shared.timeutil import utcnow
+
+CHUNK = 1000
+batches = Batch.__table__  # type: ignore[attr-defined]
+jobs = Job.__table__  # type: ignore[attr-defined]
+
+
+@dataclass
+class SubmitReport:
+    batch_id: str | None
+    accepted: int = 0
+    errors: list[LineError] = field(default_factory=list)
+    rejected_all: bool = False
+
+    @property
+    def rejected(self) -> int:
+        return len(self.errors)
+
+
+@dataclass
+class BatchOptions:
+    default_class: str | None = None
+    priority: Priority | None = None
+    """Overrides every job's priority when given (a batch runs at one level)."""
+    max_total_cost: Decimal | None = None
+    metadata: dict[str, str] | None = None
+    webhook_url: str | None = None
+    api_key_id: str | None = None
+    source: str | None = None
+    strict: bool = False
+    """All-or-nothing: one bad line rejects the whole file."""
+
+
+ProgressFn = Callable[[int, int], None]
+
+
+class Producer:
+    def __init__(self, store: Store, queue: JobQueue, catalog: Catalog) -> None:
+        self.store = store
+        self.queue = queue
+        self.catalog = catalog
+        self.checker = SpecChecker(catalog)
+
+    # ------------------------------------------------------------------ submission
+    async def submit_file(
+        self, path: Path | str, options: BatchOptions | None = None, progress: ProgressFn | None = None
+    ) -> SubmitReport:
+        options = options or BatchOptions()
+        options.source = options.source or str(path)
+        if options.strict:
+            with open(path, "rb") as f:  # noqa: ASYNC230 - submission reads its file line by line; nothing else waits
+                errors = [e for e in self._checked(read_lines(f), set()) if isinstance(e, LineError)]
+            if errors:
+                return SubmitReport(None, 0, errors, rejected_all=True)
+        with open(path, "rb") as f:  # noqa: ASYNC230 - as above; each chunk awaits the store and Redis
+            return await self.submit_lines(read_lines(f), options, progress)
+
+    async def submit_stream(self, stream: BinaryIO, options: BatchOptions | None = None) -> SubmitReport:
+        options = options or BatchOptions()
+        if options.strict:
+            lines = list(read_lines(stream))
+            errors = [e for e in self._checked(iter(lines), set()) if isinstance(e, LineError)]
+            if errors:
+                return SubmitReport(None, 0, errors, rejected_all=True)
+            return await self.submit_lines(iter(lines), options)
+        return await self.submit_lines(read_lines(stream), options)
+
+    async def submit_specs(self, specs: Iterable[JobSpec], options: BatchOptions | None = None) -> SubmitReport:
+        return await self.submit_lines((Line(i, s) for i, s in enumerate(specs, 1)), options or BatchOptions())
+
+    async def submit_lines(
+        self, lines: Iterable[Line | LineError], options: BatchOptions, progress: ProgressFn | None = None
+    ) -> SubmitReport:
+        if options.default_class is not None and options.default_class not in self.catalog.classes:
+            raise InputError(f"unknown class {options.default_class!r}", code="unknown_class")
+        now = utcnow()
+        bid = new_batch_id()
+        report = SubmitReport(bid)
+        await self.store.write_direct(self._insert_batch(bid, options, now))
+        seen: set[str] = set()
+        chunk: list[dict[str, Any]] = []
+        for item in self._checked(iter(lines), seen):
+            if isinstance(item, LineError):
+                report.errors.append(item)
+                continue
+            chunk.append(self._row(bid, item, options, now))
+            if len(chunk) >= CHUNK:
+                await self._flush(bid, chunk, options)
+                report.accepted += len(chunk)
+                chunk = []
+                if progress:
+                    progress(report.accepted, report.rejected)
+        if chunk:
+            await self._flush(bid, chunk, options)
+            report.accepted += len(chunk)
+        await self.store.write_direct(self._seal(bid, report.rejected))
+        if progress:
+            progress(report.accepted, report.rejected)
+        return report
+
+    def _checked(self, lines: Iterator[Line | LineError], seen: set[str]) -> Iterator[Line | LineError]:
+        for item in lines:
+            if isinstance(item, LineError):
+                yield item
+                continue
+            spec = item.spec
+            if spec.custom_id is not None:
+                if spec.custom_id in seen:
+                    yield LineError(
+                        item.line_no,
+                        "duplicate_custom_id",
+                        f"custom_id {spec.custom_id!r} appears twice",
+                        spec.custom_id,
+                    )
+                    continue
+                seen.add(spec.custom_id)
+            try:
+                yield Line(item.line_no, self.checker.check(spec))
+            except InputError as e:
+                yield LineError(item.line_no, e.code, e.message, spec.custom_id)
+
+    def _row(self, bid: str, line: Line, options: BatchOptions, now: Any) -> dict[str, Any]:
+        spec = line.spec
+        if options.priority is not None:
+            spec = spec.model_copy(update={"priority": options.priority})
+        if spec.class_ is None and options.default_class is not None:
+            spec = spec.model_copy(update={"class_": options.default_class})
+        class_name = spec.class_ or self.catalog.config.routing.default_class
+        return {
+            "id": new_job_id(),
+            "batch_id": bid,
+            "custom_id": spec.custom_id,
+            "line_no": line.line_no,
+            "api_key_id": options.api_key_id,
+            "state": JobState.QUEUED.value,
+            "priority": int(spec.priority),
+            "class_name": class_name,
+            "spec": spec.to_json(),
+            "created_at": now,
+            "updated_at": now,
+            "deadline_at": now + timedelta(seconds=self.catalog.config.routing.job_deadline_s),
+            "runs": 0,
+            "attempts": 0,
+            "unpriced_calls": 0,
+        }
+
+    async def _flush(self, bid: str, rows: list[dict[str, Any]], options: BatchOptions) -> None:
+        def op(conn: Connection, deltas: Deltas) -> None:
+            conn.execute(insert(jobs), rows)
+            conn.execute(update(batches).where(batches.c.id == bid).values(n_total=batches.c.n_total + len(rows)))
+
+        await self.store.write_direct(op)  # committed before it is enqueued: the store is the record
+        by_priority: dict[int, list[str]] = {}
+        for r in rows:
+            by_priority.setdefault(r["priority"], []).append(r["id"])
+        for p, ids in by_priority.items():
+            await self.queue.enqueue(ids, priority=p, tenant=options.api_key_id, lane=bid)
+
+    def _insert_batch(self, bid: str, options: BatchOptions, now: Any) -> Any:
+        def op(conn: Connection, deltas: Deltas) -> None:
+            conn.execute(
+                insert(batches).values(
+                    id=bid,
+                    created_at=now,
+                    updated_at=now,
+                    state=BatchState.SUBMITTING.value,
+                    api_key_id=options.api_key_id,
+                    source=options.source,
+                    default_class=options.default_class,
+                    priority=int(options.priority if options.priority is not None else Priority.NORMAL),
+                    max_total_cost=options.max_total_cost,
+                    metadata_json=json.dumps(options.metadata) if options.metadata else None,
+                    webhook_url=options.webhook_url,
+                    cost_total=Decimal(0),
+                )
+            )
+
+        return op
+
+    def _seal(self, bid: str, rejected: int) -> Any:
+        def op(conn: Connection, deltas: Deltas) -> None:
+            conn.execute(
+                update(batches)
+                .where(batches.c.id == bid, batches.c.state == BatchState.SUBMITTING.value)
+                .values(state=BatchState.OPEN.value, n_rejected=rejected, updated_at=utcnow())
+            )
+            complete_if_done(conn, [bid])  # every job may already have finished
+
+        return op
+
+    # ------------------------------------------------------------------ following a batch
+    async def batch(self, batch_id: str) -> dict[str, Any] | None:
+        return await self.store.read(queries.batch(batch_id))
+
+    async def wait(
+        self, batch_id: str, *, poll_s: float = 0.25, on_update: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        while True:
+            b = await self.batch(batch_id)
+            if b is None:
+                raise KeyError(batch_id)
+            if on_update:
+                on_update(b)
+            if b["state"] in (BatchState.COMPLETED.value, BatchState.CANCELLED.value):
+                return b
+            await asyncio.sleep(poll_s)
+
+    async def results(self, batch_id: str, *, states: list[str] | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The batch's output lines, in submission order of ids, page by page."""
+        after: str | None = None
+        while True:
+            page = await self.store.read(queries.job_page(batch_id, after_id=after, states=states))
+            if not page:
+                return
+            for row in page:
+                yield output_line(row)
+            after = page[-1]["id"]
+
+
+def output_line(row: dict[str, Any]) -> dict[str, Any]:
+    """One results line in OpenAI's batch output shape, plus routeyard's fields."""
+    succeeded = row["state"] == JobState.SUCCEEDED.value
+    body = json.loads(row["result"]) if succeeded and row["result"] else None
+    cost = row["cost"]
+    unknown = row["unpriced_calls"] > 0
+    return {
+        "id": f"batch_req_{row['id'].removeprefix('job_')}",
+        "custom_id": row["custom_id"],
+        "response": (
+            {"status_code": 200, "request_id": body.get("id") if body else None, "body": body} if succeeded else None
+        ),
+        "error": None if succeeded else {"code": row["error_class"] or row["state"], "message": row["error_message"]},
+        "job_id": row["id"],
+        "state": row["state"],
+        "model": row["model"],
+        "provider": row["provider"],
+        "cost": None if cost is None and unknown else str(cost if cost is not None else Decimal(0)),
+        "cost_complete": not unknown,
+        "attempts": row["attempts"],
+        "usage": ({"input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"]} if succeeded else None),
+    }
+
+
+def iter_jsonl(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
+    for r in rows:
+        yield json.dumps(r, ensure_ascii=False) + "\n"

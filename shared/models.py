@@ -1,0 +1,204 @@
+"""What a job is: the spec a producer validates and stores, and the worker executes.
+
+The field names follow the OpenAI chat-completions body and OpenRouter's routing vocabulary (`models`,
+`provider{order, only, ignore, sort, max_price, data_collection, zdr, quantizations, require_parameters}`),
+so request bodies written for either service work unchanged. routeyard's own fields: `class`, `priority`,
+`max_cost`, `custom_id`, `metadata`, `webhook_url`.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import IntEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+
+class Priority(IntEnum):
+    """Lower runs first. Strict between levels; fair share between batches within a level."""
+
+    HIGH = 0
+    NORMAL = 1
+    LOW = 2
+
+
+def _priority(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return Priority[value.strip().upper()]
+        except KeyError:
+            raise ValueError("priority must be 'high', 'normal' or 'low'") from None
+    return value
+
+
+PriorityField = Annotated[Priority, BeforeValidator(_priority)]
+
+
+class Message(BaseModel):
+    """A chat message. Content may be text or a list of parts; other OpenAI fields pass through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        """The message's text (parts joined), for token estimates and non-OpenAI wire formats."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(str(p.get("text", "")) for p in self.content if isinstance(p, dict))
+
+
+class MaxPrice(BaseModel):
+    """Dollars per million tokens; endpoints above either price are excluded (OpenRouter semantics)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: Decimal | None = Field(default=None, ge=0)
+    completion: Decimal | None = Field(default=None, ge=0)
+
+
+class ProviderPreferences(BaseModel):
+    """OpenRouter's `provider` object."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    order: list[str] | None = None
+    allow_fallbacks: bool = True
+    only: list[str] | None = None
+    ignore: list[str] | None = None
+    sort: Literal["price", "latency", "throughput"] | None = None
+    max_price: MaxPrice | None = None
+    data_collection: Literal["allow", "deny"] | None = None
+    zdr: bool | None = None
+    quantizations: list[str] | None = None
+    require_parameters: bool = False
+
+
+SAMPLING_PARAMS = (
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "response_format",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "logit_bias",
+    "reasoning_effort",
+    "user",
+)
+
+
+class JobSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=False)
+
+    custom_id: str | None = Field(default=None, min_length=1, max_length=256)
+    prompt: str | None = None
+    messages: list[Message] | None = None
+    class_: str | None = Field(default=None, alias="class", min_length=1, max_length=64)
+    model: str | None = None
+    """One model, as in an OpenAI body: the same as `models: [model]`."""
+    models: list[str] | None = None
+    provider: ProviderPreferences | None = None
+    priority: PriorityField = Priority.NORMAL
+    max_tokens: int | None = Field(default=None, gt=0, le=1_000_000)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    logit_bias: dict[str, float] | None = None
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    user: str | None = Field(default=None, max_length=256)
+    max_cost: Decimal | None = Field(default=None, gt=0)
+    """Cap on this job's worst-case cost in dollars (default: the class's)."""
+    metadata: dict[str, str] | None = None
+    webhook_url: str | None = Field(default=None, max_length=2048)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> JobSpec:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'prompt' or 'messages'")
+        if self.prompt is not None and not self.prompt.strip():
+            raise ValueError("'prompt' is empty")
+        if self.messages is not None:
+            if not self.messages:
+                raise ValueError("'messages' is empty")
+            if all(m.role in ("system", "developer") for m in self.messages):
+                raise ValueError("'messages' has no user message")
+        if self.model is not None and self.models is not None and self.model not in self.models:
+            raise ValueError("'model' and 'models' disagree; give one of them")
+        return self
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        # OpenAI's limits, so batches move between the two unchanged
+        if v is not None:
+            if len(v) > 16:
+                raise ValueError("metadata holds at most 16 keys")
+            for key, value in v.items():
+                if len(key) > 64 or len(value) > 512:
+                    raise ValueError("metadata keys are at most 64 characters and values 512")
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _models_nonempty(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("'models' is empty")
+        return v
+
+    def chat_messages(self) -> list[Message]:
+        if self.messages is not None:
+            return self.messages
+        return [Message(role="user", content=self.prompt)]
+
+    def requested_models(self) -> list[str] | None:
+        if self.models is not None:
+            return self.models
+        return [self.model] if self.model is not None else None
+
+    def sampling_params(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in SAMPLING_PARAMS:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+    def prompt_chars(self) -> int:
+        return sum(len(m.text()) for m in self.chat_messages())
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_none=True, by_alias=True, exclude_defaults=False)
+
+
+def estimate_input_tokens(spec: JobSpec) -> int:
+    """A tokenizer-free upper-leaning estimate: ~4 characters a token for Latin text (more tokens for
+    other scripts, which tokenise worse), plus the chat format's per-message overhead. Used for worst-case
+    reservations and context-window checks, so it errs high."""
+    tokens = 3
+    for m in spec.chat_messages():
+        text = m.text()
+        non_ascii = sum(1 for ch in text if ord(ch) > 127) if not text.isascii() else 0
+        tokens += 4 + (len(text) - non_ascii + 3) // 4 + non_ascii
+    return tokens

@@ -1,0 +1,184 @@
+"""The one small interface every provider adapter implements.
+
+An adapter turns a `ChatRequest` into one HTTP call in its wire format and the answer back into a
+`ChatResult` in OpenAI's chat.completion shape (what routeyard's results files carry, whatever answered),
+or raises a `ProviderError` from the taxonomy in `shared.errors`. Inside an adapter the steps are always
+`_build → _send → _parse`, with usage mapped to tokens. Adapters do not retry, choose endpoints or price
+calls: the runner does, from the error class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import httpx
+
+from shared.catalog import Endpoint
+from shared.config import ProviderConfig
+from shared.errors import (
+    BadResponse,
+    ConnectionFailed,
+    ProviderError,
+    ProviderTimeout,
+    error_for_status,
+)
+from shared.models import Message
+from shared.redaction import redact
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    messages: list[Message]
+    max_tokens: int
+    params: dict[str, Any]
+    job_id: str
+    attempt_id: str
+
+
+@dataclass(slots=True)
+class RateLimitInfo:
+    """What a provider said about its limits on this answer (seconds until reset)."""
+
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests_s: float | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens_s: float | None = None
+
+
+@dataclass(slots=True)
+class ChatResult:
+    body: dict[str, Any]
+    """The answer as an OpenAI chat.completion object."""
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int = 0
+    request_id: str | None = None
+    status_code: int = 200
+    rate_limits: RateLimitInfo | None = None
+    latency_ms: int = 0
+
+
+@dataclass(slots=True)
+class Credential:
+    """A provider key and the id the ledger records instead of it."""
+
+    secret: str = field(repr=False)
+    ref: str
+
+    def __repr__(self) -> str:  # never print the secret, even in a traceback's locals
+        return f"Credential(ref={self.ref!r})"
+
+
+class ProviderAdapter(ABC):
+    wire: ClassVar[str]
+
+    def __init__(self, name: str, config: ProviderConfig, client: httpx.AsyncClient, base_url: str) -> None:
+        self.name = name
+        self.config = config
+        self.client = client
+        self.base_url = base_url.rstrip("/")
+
+    async def complete(self, endpoint: Endpoint, request: ChatRequest, credential: Credential) -> ChatResult:
+        """One call. Bounded by the provider's timeout even if the transport ignores its own timeouts."""
+        url, headers, payload = self._build(endpoint, request, credential)
+        headers.update(self.config.headers)
+        headers["x-routeyard-job-id"] = request.job_id
+        headers["x-routeyard-attempt-id"] = request.attempt_id
+        started = time.perf_counter()
+        response = await self._send(url, headers, payload, credential)
+        latency_ms = int((time.perf_counter() - started) * 1000)
+        if response.status_code >= 400:
+            raise self._error(response, credential)
+        try:
+            data = json.loads(response.content)
+        except ValueError as e:
+            raise BadResponse(f"{self.name}: answer is not JSON", status_code=response.status_code) from e
+        result = self._parse(endpoint, data, response)
+        result.latency_ms = latency_ms
+        result.rate_limits = self._rate_limits(response.headers)
+        return result
+
+    async def _send(
+        self, url: str, headers: dict[str, str], payload: dict[str, Any], credential: Credential
+    ) -> httpx.Response:
+        timeout = httpx.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s)
+        try:
+            async with asyncio.timeout(self.config.timeout_s + 1):
+                return await self.client.post(url, headers=headers, content=json.dumps(payload), timeout=timeout)
+        except (TimeoutError, httpx.TimeoutException):
+            raise ProviderTimeout(f"{self.name}: no answer within {self.config.timeout_s:g}s") from None
+        except httpx.HTTPError as e:
+            raise ConnectionFailed(f"{self.name}: {type(e).__name__}: {redact(str(e), [credential.secret])}") from None
+
+    def _error(self, response: httpx.Response, credential: Credential) -> ProviderError:
+        message, code = self._error_message(response)
+        message = redact(f"{self.name} answered {response.status_code}: {message}", [credential.secret])
+        err = self._classify(response.status_code, code, message, response)
+        return err
+
+    def _classify(self, status: int, code: str | None, message: str, response: httpx.Response) -> ProviderError:
+        return error_for_status(
+            status,
+            message,
+            retry_after=retry_after_seconds(response.headers),
+            request_id=self._request_id(response.headers),
+        )
+
+    def _error_message(self, response: httpx.Response) -> tuple[str, str | None]:
+        """The provider's own error message and code, if the body carries them."""
+        try:
+            data = json.loads(response.content)
+        except ValueError:
+            return response.text[:300] or response.reason_phrase, None
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict):
+            code = err.get("code") or err.get("type") or err.get("status")
+            return str(err.get("message", ""))[:500], None if code is None else str(code)
+        return str(data)[:300], None
+
+    def _request_id(self, headers: httpx.Headers) -> str | None:
+        value: str | None = headers.get("x-request-id") or headers.get("request-id")
+        return value
+
+    def _rate_limits(self, headers: httpx.Headers) -> RateLimitInfo | None:
+        return None
+
+    @abstractmethod
+    def _build(
+        self, endpoint: Endpoint, request: ChatRequest, credential: Credential
+    ) -> tuple[str, dict[str, str], dict[str, Any]]:
+        """URL, headers and JSON body of the call."""
+
+    @abstractmethod
+    def _parse(self, endpoint: Endpoint, data: Any, response: httpx.Response) -> ChatResult:
+        """The provider's answer as a ChatResult; raise BadResponse when it does not fit."""
+
+
+def retry_after_seconds(headers: httpx.Headers) -> float | None:
+    """`retry-after-ms` (OpenAI, Anthropic) wins over `retry-after` (seconds, or an HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())

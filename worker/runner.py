@@ -1,0 +1,240 @@
+"""One job's way through the worker: plan, then call candidates in order — retrying an endpoint on
+transient errors, falling back on errors another endpoint may not have, failing on errors none would fix —
+recording every call before it is made and once it is answered.
+
+Bounds: at most `routing.max_attempts` calls per job across all runs, and nothing after its deadline.
+Outcome for the dispatcher: `Done` (terminal state recorded) or `Deferred` (hand the job back to the
+queue until a limit passes; no try is burned).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.stop import stop_base
+
+from shared.errors import ErrorClass, ProviderError
+from shared.ids import attempt_id
+from shared.models import JobSpec
+from shared.redaction import redact
+from shared.store import ops
+from shared.store.records import AttemptEnd, AttemptStart, ClaimedJob, JobFailure, JobSuccess
+from shared.timeutil import utcnow
+from worker.context import Runtime
+from worker.providers.base import ChatRequest, Credential
+from worker.retry import Action, action_for, wait_provider_hint
+from worker.router import Candidate, Plan, job_seed, plan
+
+log = logging.getLogger("routeyard.worker")
+
+MAX_RUNS = 5
+"""A job claimed this many times without finishing is failing its workers (poison); it fails."""
+DEFER_ON_NO_ROUTE_S = 15.0
+
+
+@dataclass(slots=True, frozen=True)
+class Done:
+    pass
+
+
+@dataclass(slots=True, frozen=True)
+class Deferred:
+    delay_s: float
+    reason: str
+
+
+Outcome = Done | Deferred
+
+
+class _OutOfAttempts(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class _Run:
+    job: ClaimedJob
+    spec: JobSpec
+    plan: Plan
+    deadline: datetime
+    seq: int
+    attempts_left: int
+
+
+class JobRunner:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.routing = rt.config.routing
+
+    async def run(self, job: ClaimedJob) -> Outcome:
+        spec = JobSpec.model_validate_json(job.spec_json)
+        deadline = job.deadline_at or job.created_at + timedelta(seconds=self.routing.job_deadline_s)
+        if job.runs > MAX_RUNS:
+            return await self._fail(
+                job, ErrorClass.WORKER_CRASHED, f"claimed {job.runs} times without finishing: its workers died"
+            )
+        if utcnow() >= deadline:
+            return await self._fail(job, ErrorClass.DEADLINE, f"deadline {deadline.isoformat()} passed")
+        the_plan = plan(
+            spec,
+            self.rt.catalog,
+            self.rt.config.policy,
+            self.rt.live_state(),
+            seed=job_seed(job.id, self.routing.seed),
+        )
+        if not the_plan.candidates:
+            if the_plan.only_transient_exclusions:
+                return Deferred(DEFER_ON_NO_ROUTE_S, "every allowed endpoint is unhealthy or out of budget")
+            return await self._fail(job, ErrorClass.NO_ROUTE, str(the_plan.error()))
+        run = _Run(job, spec, the_plan, deadline, job.attempts, self.routing.max_attempts - job.attempts)
+        return await self._execute(run)
+
+    async def _execute(self, run: _Run) -> Outcome:
+        last: ProviderError | None = None
+        min_context = 0
+        for cand in run.plan.candidates:
+            if cand.endpoint.context_length <= min_context:
+                continue
+            credential = self.rt.credentials.pooled(cand.endpoint.provider)
+            if credential is None:
+                continue
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(self.routing.retries_per_endpoint + 1) | _past(run.deadline),
+                wait=wait_provider_hint(),
+                retry=retry_if_exception(lambda e: isinstance(e, ProviderError) and action_for(e) is Action.RETRY),
+                sleep=self.rt.sleep,
+                reraise=True,
+            )
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        await self._call(run, cand, credential)
+                        return Done()
+            except _OutOfAttempts:
+                break
+            except ProviderError as e:
+                last = e
+                if action_for(e) is Action.FAIL:
+                    return await self._fail(run.job, e.error_class, e.message)
+                if e.error_class is ErrorClass.AUTH:
+                    self.rt.credentials.disable(credential)
+                    log.error("provider key %s was refused (%s); disabled in this worker", credential.ref, e.message)
+                if e.error_class is ErrorClass.CONTEXT_LENGTH:
+                    min_context = cand.endpoint.context_length
+            if utcnow() >= run.deadline:
+                return await self._fail(run.job, ErrorClass.DEADLINE, "deadline passed while retrying")
+        if last is not None and last.error_class is ErrorClass.RATE_LIMITED and run.attempts_left > 0:
+            return Deferred(last.retry_after or DEFER_ON_NO_ROUTE_S, "every endpoint is rate limited")
+        if run.attempts_left <= 0:
+            detail = f"; last error: {last.message}" if last else ""
+            return await self._fail(
+                run.job,
+                ErrorClass.ATTEMPTS_EXHAUSTED,
+                f"{self.routing.max_attempts} calls made without an answer{detail}",
+            )
+        if last is None:
+            return await self._fail(run.job, ErrorClass.NO_ROUTE, "no candidate endpoint has a usable key")
+        return await self._fail(run.job, last.error_class, f"every candidate failed; last: {last.message}")
+
+    async def _call(self, run: _Run, cand: Candidate, credential: Credential) -> None:
+        """One recorded call. Raises ProviderError on failure (after recording it)."""
+        if run.attempts_left <= 0:
+            raise _OutOfAttempts()
+        run.attempts_left -= 1
+        run.seq += 1
+        ep, job = cand.endpoint, run.job
+        started = AttemptStart(
+            id=attempt_id(),
+            job_id=job.id,
+            batch_id=job.batch_id,
+            seq=run.seq,
+            run=job.runs,
+            worker_id=self.rt.worker_id,
+            endpoint=ep.slug,
+            provider=ep.provider,
+            model=ep.model,
+            key_ref=credential.ref,
+            reserved_cost=cand.worst_case_cost,
+            started_at=utcnow(),
+        )
+        await self.rt.store.write(ops.start_attempt(started))
+        request = ChatRequest(
+            messages=run.spec.chat_messages(),
+            max_tokens=run.plan.max_tokens,
+            params=run.spec.sampling_params(),
+            job_id=job.id,
+            attempt_id=started.id,
+        )
+        adapter = self.rt.adapters[ep.provider]
+        try:
+            result = await adapter.complete(ep, request, credential)
+        except ProviderError as e:
+            finished = utcnow()
+            self.rt.stats.observe_failure(ep.slug)
+            await self.rt.store.write(
+                ops.finish_attempt(
+                    AttemptEnd(
+                        id=started.id,
+                        job_id=job.id,
+                        batch_id=job.batch_id,
+                        succeeded=False,
+                        finished_at=finished,
+                        latency_ms=_ms(started.started_at, finished),
+                        http_status=e.status_code,
+                        error_class=e.error_class.value,
+                        error_message=redact(e.message, self.rt.secrets),
+                        request_id=e.request_id,
+                    )
+                )
+            )
+            raise
+        finished = utcnow()
+        self.rt.stats.observe(ep.slug, result.latency_ms, result.output_tokens)
+        cost = ep.cost(result.input_tokens, result.output_tokens, result.cached_tokens)
+        end = AttemptEnd(
+            id=started.id,
+            job_id=job.id,
+            batch_id=job.batch_id,
+            succeeded=True,
+            finished_at=finished,
+            latency_ms=result.latency_ms,
+            http_status=result.status_code,
+            request_id=result.request_id,
+            input_tokens=result.input_tokens,
+            output_tokens=result.output_tokens,
+            cached_tokens=result.cached_tokens,
+            cost=cost,
+        )
+        success = JobSuccess(
+            job_id=job.id,
+            batch_id=job.batch_id,
+            result_json=json.dumps(result.body, separators=(",", ":"), ensure_ascii=False),
+            endpoint=ep.slug,
+            model=ep.model,
+            provider=ep.provider,
+            input_tokens=result.input_tokens,
+            output_tokens=result.output_tokens,
+        )
+        await self.rt.store.write(ops.finish_attempt(end, success))
+
+    async def _fail(self, job: ClaimedJob, error_class: ErrorClass, message: str) -> Done:
+        failure = JobFailure(job.id, job.batch_id, error_class.value, redact(message, self.rt.secrets))
+        await self.rt.store.write(ops.finish_job(failure))
+        return Done()
+
+
+class _past(stop_base):
+    """tenacity stop condition: the job's deadline has passed."""
+
+    def __init__(self, deadline: datetime) -> None:
+        self.deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return utcnow() >= self.deadline
+
+
+def _ms(a: datetime, b: datetime) -> int:
+    return int((b - a).total_seconds() * 1000)

@@ -1,0 +1,73 @@
+"""The sweeper: the store is the record, Redis only transport. Periodically it walks the jobs the store says
+are still active and puts back into the queue any that Redis no longer holds — after a Redis restart
+without persistence, a FLUSHALL, or a producer that died between committing a batch and enqueueing it.
+
+Jobs touched within `grace_s` are left alone (a producer may be about to enqueue them). Re-enqueueing is
+idempotent: an id already waiting is not added twice, and the claim script drops a duplicate of a job that
+is already leased.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from shared.queue import JobQueue
+from shared.store import Store
+from shared.tables import ACTIVE_STATES, Job
+from shared.timeutil import to_ms, utcnow
+
+log = logging.getLogger("routeyard.sweeper")
+jobs = Job.__table__  # type: ignore[attr-defined]
+
+
+@dataclass
+class SweepReport:
+    checked: int = 0
+    requeued: int = 0
+
+
+def _active_page(after_id: str | None, older_than: Any, limit: int) -> Any:
+    def q(conn: Connection) -> list[Any]:
+        stmt = select(jobs.c.id, jobs.c.priority, jobs.c.api_key_id, jobs.c.batch_id, jobs.c.not_before).where(
+            jobs.c.state.in_(ACTIVE_STATES), jobs.c.updated_at < older_than
+        )
+        if after_id is not None:
+            stmt = stmt.where(jobs.c.id > after_id)
+        return list(conn.execute(stmt.order_by(jobs.c.id).limit(limit)).all())
+
+    return q
+
+
+async def sweep_once(store: Store, queue: JobQueue, *, grace_s: float = 60.0, page: int = 1000) -> SweepReport:
+    report = SweepReport()
+    older_than = utcnow() - timedelta(seconds=grace_s)
+    after: str | None = None
+    now_ms = to_ms(utcnow())
+    while True:
+        rows = await store.read(_active_page(after, older_than, page))
+        if not rows:
+            break
+        after = rows[-1].id
+        report.checked += len(rows)
+        present = await queue.present([(r.id, r.priority, r.api_key_id, r.batch_id) for r in rows])
+        missing = [r for r in rows if not present.get(r.id, False)]
+        lanes: dict[tuple[int, str | None, str | None], list[str]] = defaultdict(list)
+        for r in missing:
+            if r.not_before is not None and to_ms(r.not_before) > now_ms:
+                await queue.schedule_at(r.priority, r.id, to_ms(r.not_before))
+            else:
+                lanes[(r.priority, r.api_key_id, r.batch_id)].append(r.id)
+        for (p, tenant, lane), ids in lanes.items():
+            await queue.enqueue(ids, priority=p, tenant=tenant, lane=lane)
+        report.requeued += len(missing)
+        if len(rows) < page:
+            break
+    if report.requeued:
+        log.warning("sweeper re-enqueued %d of %d active jobs that Redis had lost", report.requeued, report.checked)
+    return report
