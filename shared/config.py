@@ -166,7 +166,8 @@ def parse_config(text: str, source: str = "<config>") -> RouteyardConfig:
         lines = []
         for err in e.errors():
             loc = ".".join(str(p) for p in err["loc"])
-            lines.append(f"  {loc or '(top level)'}: {err['msg']}")
+            for msg in err["msg"].removeprefix("Value error, ").split("; "):
+                lines.append(f"  {loc or '(top level)'}: {msg}")
         raise ConfigError(f"{source}: invalid config:\n" + "\n".join(lines)) from e
 
 

@@ -71,7 +71,8 @@ class RouteyardWorker(Worker):
         seconds = set(range(0, 60, max(1, min(59, sweep_every_s))))
         super().__init__(
             functions=[func(sweep, name="sweep")],
-            cron_jobs=[cron(sweep, name="sweep-cron", second=seconds, unique=True, timeout=600)],
+            # arq keys cron runs by name: the prefix keeps deployments sharing a Redis from skipping each other's
+            cron_jobs=[cron(sweep, name=f"{prefix}sweep", second=seconds, unique=True, timeout=600)],
             redis_pool=redis_pool,
             queue_name=f"{prefix}arq:queue",
             health_check_key=f"{prefix}arq:health-check",
@@ -110,7 +111,7 @@ class RouteyardWorker(Worker):
             if self._owns_store:
                 await self._store.close()
             else:
-                await self._store.writer.close()
+                await self._store.writer.flush()
 
     async def drain(self, grace_s: float | None = None) -> None:
         """Stop claiming and hand back what does not finish within the grace period. Idempotent."""

@@ -46,7 +46,7 @@ class wait_provider_hint(wait_base):
     """The provider's `retry-after` when it sent one, else exponential backoff with jitter."""
 
     def __init__(self, fallback: wait_base | None = None, cap: float = MAX_INLINE_WAIT_S) -> None:
-        self.fallback = fallback or wait_exponential_jitter(initial=0.25, max=8.0, jitter=0.5)
+        self.fallback = fallback or wait_exponential_jitter(multiplier=0.25, max=8.0, jitter=0.5)
         self.cap = cap
 
     def __call__(self, retry_state: RetryCallState) -> float:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from shared.config import RouteyardConfig, load_config
 from shared.errors import ConfigError, RouteyardError
@@ -41,7 +42,7 @@ def config(path: Path | None) -> RouteyardConfig:
     try:
         return load_config(path)
     except ConfigError as e:
-        err_console.print(f"[red]config error:[/red] {e}")
+        err_console.print("[red]config error:[/red]", escape(str(e)))
         raise typer.Exit(2) from None
 
 
@@ -49,7 +50,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except RouteyardError as e:
-        err_console.print(f"[red]error:[/red] {e}")
+        err_console.print("[red]error:[/red]", escape(str(e)))
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from producer.ingest import LineError
@@ -18,7 +19,7 @@ def errors_table(errors: list[LineError], limit: int = 20) -> Table:
     t.add_column("code")
     t.add_column("message", overflow="fold")
     for e in errors[:limit]:
-        t.add_row(str(e.line_no), e.custom_id or "", e.code, e.message)
+        t.add_row(str(e.line_no), escape(e.custom_id or ""), e.code, escape(e.message))
     if len(errors) > limit:
         t.add_row("…", "", "", f"{len(errors) - limit} more")
     return t

@@ -59,7 +59,7 @@ for p = 0, levels - 1 do
         redis.call('ZINCRBY', lanes_key, k, lane)
         redis.call('ZINCRBY', tenants_key, k, tenant)
       end
-      if k < take then
+      if k < take or redis.call('EXISTS', lane_key) == 0 then
         -- the lane is empty: retire it, and its tenant with its last lane
         redis.call('ZREM', lanes_key, lane)
         if redis.call('ZCARD', lanes_key) == 0 then redis.call('ZREM', tenants_key, tenant) end

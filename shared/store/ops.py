@@ -1,12 +1,15 @@
 """Write operations on jobs and attempts. Each is `op(conn, deltas) -> value`, run by the group-commit writer
 (or directly in a transaction by producers and tools).
 
-The rules that make re-runs safe (arq-style execution is at-least-once):
+The rules that make re-runs safe (execution is at-least-once):
 - a job's terminal write is conditional on the job not being terminal yet, so it happens once and a late
   duplicate never overwrites a recorded success;
 - batch counters move only when that conditional write wins;
 - an attempt row is keyed by its own id, inserted before its call and completed once; a re-claim marks the
   previous run's unfinished attempts `abandoned` at their worst-case cost (the provider may have billed them).
+
+Statements are built once at import with bound parameters: on the hot path (three statements per job:
+insert the attempt, complete it, complete the job) only execution remains.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, func, insert, literal, select, update
+from sqlalchemy import Connection, and_, bindparam, case, func, insert, literal, update
 
 from shared.errors import ErrorClass
 from shared.money import Money
@@ -27,224 +31,291 @@ from shared.timeutil import utcnow
 jobs = Job.__table__  # type: ignore[attr-defined]
 attempts = Attempt.__table__  # type: ignore[attr-defined]
 TERMINAL = [s.value for s in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)]
+_ZERO = literal(Decimal(0), Money())
+
+
+def _money(name: str) -> Any:
+    return bindparam(name, type_=Money())
+
+
+# ---------------------------------------------------------------------------------------------- claim
+_CLAIM = (
+    update(jobs)
+    .where(jobs.c.id.in_(bindparam("ids", expanding=True)), jobs.c.state.in_(ACTIVE_STATES))
+    .values(
+        state=JobState.RUNNING.value,
+        worker_id=bindparam("worker"),
+        runs=jobs.c.runs + 1,
+        started_at=func.coalesce(jobs.c.started_at, bindparam("now", type_=jobs.c.started_at.type)),
+        updated_at=bindparam("now", type_=jobs.c.updated_at.type),
+        not_before=None,
+    )
+    .returning(
+        jobs.c.id,
+        jobs.c.batch_id,
+        jobs.c.spec,
+        jobs.c.runs,
+        jobs.c.attempts,
+        jobs.c.priority,
+        jobs.c.class_name,
+        jobs.c.api_key_id,
+        jobs.c.created_at,
+        jobs.c.deadline_at,
+    )
+)
+_ABANDON = (
+    update(attempts)
+    .where(attempts.c.job_id.in_(bindparam("ids", expanding=True)), attempts.c.status == AttemptStatus.STARTED.value)
+    .values(
+        status=AttemptStatus.ABANDONED.value,
+        cost=attempts.c.reserved_cost,
+        cost_estimated=True,
+        finished_at=bindparam("now", type_=attempts.c.finished_at.type),
+        error_class=ErrorClass.WORKER_CRASHED.value,
+        error_message="the worker making this call stopped before recording its answer",
+    )
+    .returning(attempts.c.job_id, attempts.c.batch_id, attempts.c.reserved_cost)
+)
 
 
 def claim_jobs(ids: Sequence[str], worker_id: str, now: datetime | None = None) -> Operation[list[ClaimedJob]]:
     """Mark jobs running for `worker_id` and return their specs. Terminal (done, cancelled) or unknown ids
     are simply not returned: the caller drops them from the queue."""
-    now = now or utcnow()
-    id_list = list(ids)
+    params = {"ids": list(ids), "worker": worker_id, "now": now or utcnow()}
 
     def op(conn: Connection, deltas: Deltas) -> list[ClaimedJob]:
-        _abandon_unfinished(conn, deltas, id_list, now)
-        rows = conn.execute(
-            update(jobs)
-            .where(jobs.c.id.in_(id_list), jobs.c.state.in_(ACTIVE_STATES))
-            .values(
-                state=JobState.RUNNING.value,
-                worker_id=worker_id,
-                runs=jobs.c.runs + 1,
-                started_at=func.coalesce(jobs.c.started_at, now),
-                updated_at=now,
-                not_before=None,
-            )
-            .returning(
-                jobs.c.id,
-                jobs.c.batch_id,
-                jobs.c.spec,
-                jobs.c.runs,
-                jobs.c.attempts,
-                jobs.c.priority,
-                jobs.c.class_name,
-                jobs.c.api_key_id,
-                jobs.c.created_at,
-                jobs.c.deadline_at,
-            )
-        ).all()
-        return [ClaimedJob(*row) for row in rows]
+        for job_id, batch_id, reserved in conn.execute(_ABANDON, params).all():
+            # a run that died mid-call: its call may have been served and billed, so it counts
+            _add_cost(conn, job_id, reserved, calls=1)
+            if reserved is None:
+                deltas.add(batch_id, unpriced_calls=1)
+            else:
+                deltas.add(batch_id, cost=reserved)
+        return [ClaimedJob(*row) for row in conn.execute(_CLAIM, params).all()]
 
     return op
 
 
-def _abandon_unfinished(conn: Connection, deltas: Deltas, job_ids: list[str], now: datetime) -> None:
-    """Attempts still `started` belong to a run that died mid-call: keep them at their worst-case cost."""
-    rows = conn.execute(
-        update(attempts)
-        .where(attempts.c.job_id.in_(job_ids), attempts.c.status == AttemptStatus.STARTED.value)
-        .values(
-            status=AttemptStatus.ABANDONED.value,
-            cost=attempts.c.reserved_cost,
-            cost_estimated=True,
-            finished_at=now,
-            error_class=ErrorClass.WORKER_CRASHED.value,
-            error_message="the worker making this call stopped before recording its answer",
-        )
-        .returning(attempts.c.job_id, attempts.c.batch_id, attempts.c.reserved_cost)
-    ).all()
-    for job_id, batch_id, reserved in rows:
-        _add_job_cost(conn, job_id, reserved, now)
-        if reserved is None:
-            deltas.add(batch_id, unpriced_calls=1)
-        else:
-            deltas.add(batch_id, cost=reserved)
+_ADD_COST = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("jid"))
+    .values(
+        cost=func.coalesce(jobs.c.cost, _ZERO) + _money("delta"),
+        unpriced_calls=jobs.c.unpriced_calls + bindparam("unpriced"),
+        attempts=jobs.c.attempts + bindparam("calls"),
+    )
+)
+_ADD_UNPRICED = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("jid"))
+    .values(unpriced_calls=jobs.c.unpriced_calls + bindparam("unpriced"), attempts=jobs.c.attempts + bindparam("calls"))
+)
 
 
-def _add_job_cost(conn: Connection, job_id: str, cost: Decimal | None, now: datetime) -> None:
+def _add_cost(conn: Connection, job_id: str, cost: Decimal | None, *, calls: int = 0, unpriced: int = 0) -> None:
+    """Add to a job's running cost (a NULL cost becomes a known amount) and call count."""
     if cost is None:
-        conn.execute(update(jobs).where(jobs.c.id == job_id).values(unpriced_calls=jobs.c.unpriced_calls + 1))
+        conn.execute(_ADD_UNPRICED, {"jid": job_id, "unpriced": unpriced or 1, "calls": calls})
     else:
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id == job_id)
-            .values(cost=func.coalesce(jobs.c.cost, literal(Decimal(0), Money())) + literal(cost, Money()))
-        )
+        conn.execute(_ADD_COST, {"jid": job_id, "delta": cost, "unpriced": unpriced, "calls": calls})
 
 
-_insert_attempt = insert(attempts)
-_count_attempt = update(jobs).where(jobs.c.id == bindparam("jid")).values(attempts=jobs.c.attempts + 1)
+# ---------------------------------------------------------------------------------------------- attempts
+_INSERT_ATTEMPT = insert(attempts)
 
 
 def start_attempt(a: AttemptStart) -> Operation[None]:
     """Record a call before it is made: if the worker dies mid-call, the ledger still knows of it."""
+    row = {
+        "id": a.id,
+        "job_id": a.job_id,
+        "batch_id": a.batch_id,
+        "seq": a.seq,
+        "run": a.run,
+        "worker_id": a.worker_id,
+        "endpoint": a.endpoint,
+        "provider": a.provider,
+        "model": a.model,
+        "key_ref": a.key_ref,
+        "status": AttemptStatus.STARTED.value,
+        "started_at": a.started_at,
+        "reserved_cost": a.reserved_cost,
+        "cost_estimated": False,
+    }
 
     def op(conn: Connection, deltas: Deltas) -> None:
-        conn.execute(
-            _insert_attempt,
-            {
-                "id": a.id,
-                "job_id": a.job_id,
-                "batch_id": a.batch_id,
-                "seq": a.seq,
-                "run": a.run,
-                "worker_id": a.worker_id,
-                "endpoint": a.endpoint,
-                "provider": a.provider,
-                "model": a.model,
-                "key_ref": a.key_ref,
-                "status": AttemptStatus.STARTED.value,
-                "started_at": a.started_at,
-                "reserved_cost": a.reserved_cost,
-                "cost_estimated": False,
-            },
-        )
-        conn.execute(_count_attempt, {"jid": a.job_id})
+        conn.execute(_INSERT_ATTEMPT, row)
 
     return op
+
+
+_END_COLUMNS = (
+    "status",
+    "http_status",
+    "error_class",
+    "error_message",
+    "request_id",
+    "finished_at",
+    "latency_ms",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cost",
+    "cost_estimated",
+)
+_END_VALUES = {c: bindparam(f"v_{c}", type_=attempts.c[c].type) for c in _END_COLUMNS}
+_FINISH_STARTED = (
+    update(attempts)
+    .where(attempts.c.id == bindparam("aid"), attempts.c.status == AttemptStatus.STARTED.value)
+    .values(_END_VALUES)
+)
+_FINISH_ABANDONED = (
+    update(attempts)
+    .where(attempts.c.id == bindparam("aid"), attempts.c.status == AttemptStatus.ABANDONED.value)
+    .values(_END_VALUES)
+    .returning(attempts.c.reserved_cost)
+)
 
 
 def finish_attempt(end: AttemptEnd, outcome: JobSuccess | JobFailure | None = None) -> Operation[bool]:
     """Complete an attempt and, with `outcome`, the job. Returns True when the job's terminal write won."""
+    served = end.succeeded
+    cost = end.cost if served else Decimal(0)  # providers do not bill errors
+    params = {
+        "aid": end.id,
+        "v_status": (AttemptStatus.SUCCEEDED if served else AttemptStatus.FAILED).value,
+        "v_http_status": end.http_status,
+        "v_error_class": end.error_class,
+        "v_error_message": end.error_message,
+        "v_request_id": end.request_id,
+        "v_finished_at": end.finished_at,
+        "v_latency_ms": end.latency_ms,
+        "v_input_tokens": end.input_tokens,
+        "v_output_tokens": end.output_tokens,
+        "v_cached_tokens": end.cached_tokens,
+        "v_cost": cost,
+        "v_cost_estimated": False,
+    }
 
     def op(conn: Connection, deltas: Deltas) -> bool:
-        served = end.succeeded
-        cost = end.cost if served else Decimal(0)
-        values = {
-            "status": (AttemptStatus.SUCCEEDED if served else AttemptStatus.FAILED).value,
-            "http_status": end.http_status,
-            "error_class": end.error_class,
-            "error_message": end.error_message,
-            "request_id": end.request_id,
-            "finished_at": end.finished_at,
-            "latency_ms": end.latency_ms,
-            "input_tokens": end.input_tokens,
-            "output_tokens": end.output_tokens,
-            "cached_tokens": end.cached_tokens,
-            "cost": cost,
-            "cost_estimated": False,
-        }
-        n = conn.execute(
-            update(attempts)
-            .where(attempts.c.id == end.id, attempts.c.status == AttemptStatus.STARTED.value)
-            .values(**values)
-        ).rowcount
+        calls = 1
         previous: Decimal | None = Decimal(0)
-        if n == 0:
-            # A re-claim declared this call abandoned while it was in fact still running: the real
-            # answer replaces the worst-case estimate.
-            row = conn.execute(select(attempts.c.status, attempts.c.cost).where(attempts.c.id == end.id)).first()
-            if row is None or row.status != AttemptStatus.ABANDONED.value:
-                return False  # already completed: a duplicate report changes nothing
-            previous = row.cost
-            conn.execute(update(attempts).where(attempts.c.id == end.id).values(**values))
-            if previous is None:
-                deltas.add(end.batch_id, unpriced_calls=-1)
-                conn.execute(
-                    update(jobs).where(jobs.c.id == end.job_id).values(unpriced_calls=jobs.c.unpriced_calls - 1)
-                )
-        _record_cost(conn, deltas, end, cost, previous)
-        if outcome is None:
-            return False
-        return _finish_job(conn, deltas, outcome, end.finished_at)
+        if conn.execute(_FINISH_STARTED, params).rowcount == 0:
+            # Not `started`: either a re-claim declared it abandoned while it was in fact still running (its
+            # real answer replaces the worst-case estimate, and it was already counted) or it is complete
+            # already (a duplicate report changes nothing).
+            row = conn.execute(_FINISH_ABANDONED, params).first()
+            if row is None:
+                return False
+            previous, calls = row.reserved_cost, 0
+        unpriced = 1 if cost is None else 0
+        if previous is None:
+            unpriced -= 1  # the abandoned estimate was an unpriced call; this answer replaces it
+        change = None if cost is None else cost - (previous or Decimal(0))
+        if change:
+            deltas.add(end.batch_id, cost=change)
+        if unpriced:
+            deltas.add(end.batch_id, unpriced_calls=unpriced)
+        if outcome is not None and _finish_job(conn, deltas, outcome, end.finished_at, change, unpriced, calls):
+            return True
+        _add_cost(conn, end.job_id, change if change is not None else None, calls=calls, unpriced=unpriced)
+        return False
 
     return op
-
-
-def _record_cost(
-    conn: Connection, deltas: Deltas, end: AttemptEnd, cost: Decimal | None, previous: Decimal | None
-) -> None:
-    if cost is None:
-        _add_job_cost(conn, end.job_id, None, end.finished_at)
-        deltas.add(end.batch_id, unpriced_calls=1)
-        return
-    change = cost - (previous or Decimal(0))
-    if change:
-        _add_job_cost(conn, end.job_id, change, end.finished_at)
-        deltas.add(end.batch_id, cost=change)
 
 
 def finish_job(outcome: JobSuccess | JobFailure) -> Operation[bool]:
     """Terminal write without a call (no route, deadline passed, …). True when it won."""
 
     def op(conn: Connection, deltas: Deltas) -> bool:
-        return _finish_job(conn, deltas, outcome, utcnow())
+        return _finish_job(conn, deltas, outcome, utcnow(), Decimal(0), 0, 0)
 
     return op
 
 
-def _finish_job(conn: Connection, deltas: Deltas, outcome: JobSuccess | JobFailure, now: datetime) -> bool:
-    not_terminal = and_(jobs.c.id == outcome.job_id, jobs.c.state.not_in(TERMINAL))
+_NOT_TERMINAL = and_(jobs.c.id == bindparam("jid"), jobs.c.state.not_in(TERMINAL))
+_COST_VALUES = {
+    "cost": case(
+        (bindparam("has_cost", type_=jobs.c.runs.type) == 1, func.coalesce(jobs.c.cost, _ZERO) + _money("delta")),
+        else_=jobs.c.cost,
+    ),
+    "unpriced_calls": jobs.c.unpriced_calls + bindparam("unpriced"),
+    "attempts": jobs.c.attempts + bindparam("calls"),
+    "finished_at": bindparam("now", type_=jobs.c.finished_at.type),
+    "updated_at": bindparam("now", type_=jobs.c.updated_at.type),
+}
+_SUCCEED = (
+    update(jobs)
+    .where(_NOT_TERMINAL)
+    .values(
+        state=JobState.SUCCEEDED.value,
+        result=bindparam("result"),
+        endpoint=bindparam("endpoint"),
+        model=bindparam("model"),
+        provider=bindparam("provider"),
+        input_tokens=bindparam("in_tok"),
+        output_tokens=bindparam("out_tok"),
+        error_class=None,
+        error_message=None,
+        **_COST_VALUES,
+    )
+)
+_FAIL = (
+    update(jobs)
+    .where(_NOT_TERMINAL)
+    .values(
+        state=JobState.FAILED.value,
+        error_class=bindparam("err_class"),
+        error_message=bindparam("err_message"),
+        **_COST_VALUES,
+    )
+)
+
+
+def _finish_job(
+    conn: Connection,
+    deltas: Deltas,
+    outcome: JobSuccess | JobFailure,
+    now: datetime,
+    cost: Decimal | None,
+    unpriced: int,
+    calls: int,
+) -> bool:
+    """The conditional terminal write, carrying the last call's cost. False (and nothing written) when the
+    job is already terminal."""
+    common = {
+        "jid": outcome.job_id,
+        "now": now,
+        "has_cost": 0 if cost is None else 1,
+        "delta": cost or Decimal(0),
+        "unpriced": unpriced,
+        "calls": calls,
+    }
     if isinstance(outcome, JobSuccess):
-        won = conn.execute(
-            update(jobs)
-            .where(not_terminal)
-            .values(
-                state=JobState.SUCCEEDED.value,
-                result=outcome.result_json,
-                endpoint=outcome.endpoint,
-                model=outcome.model,
-                provider=outcome.provider,
-                input_tokens=outcome.input_tokens,
-                output_tokens=outcome.output_tokens,
-                error_class=None,
-                error_message=None,
-                finished_at=now,
-                updated_at=now,
-            )
-        ).rowcount
-        if won:
-            deltas.add(
-                outcome.batch_id,
-                succeeded=1,
-                input_tokens=outcome.input_tokens,
-                output_tokens=outcome.output_tokens,
-            )
-        return bool(won)
-    won = conn.execute(
-        update(jobs)
-        .where(not_terminal)
-        .values(
-            state=JobState.FAILED.value,
-            error_class=outcome.error_class,
-            error_message=outcome.error_message,
-            finished_at=now,
-            updated_at=now,
+        params = {
+            **common,
+            "result": outcome.result_json,
+            "endpoint": outcome.endpoint,
+            "model": outcome.model,
+            "provider": outcome.provider,
+            "in_tok": outcome.input_tokens,
+            "out_tok": outcome.output_tokens,
+        }
+        if not conn.execute(_SUCCEED, params).rowcount:
+            return False
+        deltas.add(
+            outcome.batch_id, succeeded=1, input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens
         )
-    ).rowcount
-    if won:
-        deltas.add(outcome.batch_id, failed=1)
-    return bool(won)
+        return True
+    if not conn.execute(
+        _FAIL, {**common, "err_class": outcome.error_class, "err_message": outcome.error_message}
+    ).rowcount:
+        return False
+    deltas.add(outcome.batch_id, failed=1)
+    return True
 
 
+# ---------------------------------------------------------------------------------------------- queue moves
 def release_job(job_id: str, worker_id: str, not_before: datetime | None, *, refund_run: bool) -> Operation[bool]:
     """Hand a running job back to the queue (deferral, graceful shutdown). `refund_run` undoes the claim's
     run count, so a shutdown does not burn one of the job's tries."""

@@ -203,10 +203,14 @@ class GroupCommitWriter:
         self.operations += len(ops)
         return [(True, v) for v in values], completed
 
+    async def flush(self) -> None:
+        """Wait until every write queued so far has committed."""
+        if self._task is not None and not self._task.done():
+            await self.run(lambda conn, deltas: None)  # FIFO: everything queued before has committed
+
     async def close(self) -> None:
         if self._task is not None:
-            if not self._task.done():
-                await self.run(lambda conn, deltas: None)  # FIFO: everything queued before has committed
+            await self.flush()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task

@@ -112,7 +112,9 @@ class ProviderAdapter(ABC):
         try:
             async with asyncio.timeout(self.config.timeout_s + 1):
                 return await self.client.post(url, headers=headers, content=json.dumps(payload), timeout=timeout)
-        except (TimeoutError, httpx.TimeoutException):
+        except (TimeoutError, httpx.TimeoutException) as e:
+            if _refused(e):
+                raise ConnectionFailed(f"{self.name}: connection refused or unreachable") from None
             raise ProviderTimeout(f"{self.name}: no answer within {self.config.timeout_s:g}s") from None
         except httpx.HTTPError as e:
             raise ConnectionFailed(f"{self.name}: {type(e).__name__}: {redact(str(e), [credential.secret])}") from None
@@ -159,6 +161,13 @@ class ProviderAdapter(ABC):
     @abstractmethod
     def _parse(self, endpoint: Endpoint, data: Any, response: httpx.Response) -> ChatResult:
         """The provider's answer as a ChatResult; raise BadResponse when it does not fit."""
+
+
+def _refused(e: BaseException) -> bool:
+    """The aiohttp transport reports a refused connection as `httpx.ConnectTimeout`; its cause tells."""
+    import aiohttp
+
+    return isinstance(e.__cause__, aiohttp.ClientConnectorError)
 
 
 def retry_after_seconds(headers: httpx.Headers) -> float | None:

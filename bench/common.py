@@ -1,0 +1,81 @@
+"""What the benchmarks share: subprocesses for the farm and workers, a fresh Redis namespace, timing from
+each system's own records (so process start-up is not counted), and the ratio table."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+OUT = REPO / "bench" / "out"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prefix() -> str:
+    return f"rybench:{uuid.uuid4().hex[:8]}:"
+
+
+def routeyard(*args: str) -> list[str]:
+    return [sys.executable, "-m", "producer.cli", *args]
+
+
+@contextlib.contextmanager
+def process(args: list[str], env: dict[str, str], name: str) -> Iterator[subprocess.Popen[bytes]]:
+    OUT.mkdir(parents=True, exist_ok=True)
+    log = (OUT / f"{name}.log").open("wb")
+    proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def wait_http(url: str, timeout: float = 20.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.get(url, timeout=1)
+            return
+        time.sleep(0.05)
+    raise TimeoutError(url)
+
+
+async def clear_prefix(redis_url: str, pfx: str) -> None:
+    from redis.asyncio import Redis
+
+    r = Redis.from_url(redis_url)
+    keys = [k async for k in r.scan_iter(match=f"{pfx}*", count=5000)]
+    for i in range(0, len(keys), 1000):
+        await r.delete(*keys[i : i + 1000])
+    await r.aclose()
+
+
+def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)
