@@ -94,6 +94,9 @@ class RouteyardWorker(Worker):
             self.settings, self.config, self._store, queue, worker_id=self._worker_id, farm=self._farm
         )
         ctx["runtime"] = self.runtime
+        self._store.writer.on_batches_completed = lambda ids: (
+            self.runtime.events.batches_completed(ids) if self.runtime else None
+        )
         self.dispatcher = Dispatcher(self.runtime, max_in_flight=self._max_in_flight)
         self.dispatcher.start()
         log.info(

@@ -11,6 +11,7 @@ import httpx
 
 from shared.catalog import Catalog
 from shared.config import RouteyardConfig
+from shared.events import EventSink, NullSink
 from shared.queue import JobQueue
 from shared.settings import Settings
 from shared.store import Store
@@ -35,6 +36,8 @@ class Runtime:
     """The in-process simulated farm, when `sim://` providers are served in process."""
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     stats: EndpointStatsBook = field(default_factory=EndpointStatsBook)
+    events: EventSink = field(default_factory=NullSink)
+    """Told of every terminal write that won (webhooks, metrics)."""
 
     @property
     def secrets(self) -> list[str]:

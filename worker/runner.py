@@ -18,6 +18,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.stop import stop_base
 
 from shared.errors import ErrorClass, ProviderError
+from shared.events import JobFinished
 from shared.ids import attempt_id
 from shared.models import JobSpec
 from shared.redaction import redact
@@ -218,11 +219,13 @@ class JobRunner:
             input_tokens=result.input_tokens,
             output_tokens=result.output_tokens,
         )
-        await self.rt.store.write(ops.finish_attempt(end, success))
+        if await self.rt.store.write(ops.finish_attempt(end, success)):
+            self.rt.events.job_finished(JobFinished(job.id, job.batch_id, "succeeded"))
 
     async def _fail(self, job: ClaimedJob, error_class: ErrorClass, message: str) -> Done:
         failure = JobFailure(job.id, job.batch_id, error_class.value, redact(message, self.rt.secrets))
-        await self.rt.store.write(ops.finish_job(failure))
+        if await self.rt.store.write(ops.finish_job(failure)):
+            self.rt.events.job_finished(JobFinished(job.id, job.batch_id, "failed"))
         return Done()
 
 
