@@ -107,6 +107,27 @@ class PolicyConfig(_Strict):
     regions: list[str] | None = None
     allow_unpriced: bool = False
     """Route to endpoints whose price is unknown (their cost is then recorded as unknown, never $0)."""
+    zdr_labels: list[str] = Field(default_factory=lambda: ["sensitive"])
+    """Jobs of router keys carrying any of these labels may only go to zero-data-retention endpoints."""
+
+
+class WebhookConfig(_Strict):
+    """Signed webhooks (Standard Webhooks). Deliveries retry on `schedule_s` (seconds after the first try;
+    the spec's 0, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h), each delay with ±`jitter` fraction."""
+
+    allow_private_targets: bool = False
+    """Allow loopback, private and link-local targets (off: refused at submission, to prevent SSRF)."""
+    schedule_s: list[float] = Field(default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0])
+    jitter: float = Field(default=0.1, ge=0, le=1)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class BillingConfig(_Strict):
+    byok_fee_rate: Decimal = Field(default=Decimal("0.05"), ge=0, le=1)
+    """Platform fee on calls made with a team's own provider key (BYOK), as a fraction of list price,
+    charged as credits."""
+    byok_fallback_to_pooled: bool = True
+    """When a BYOK key exists but cannot serve (rate limited, refused), fall back to pooled keys."""
 
 
 class RoutingConfig(_Strict):
@@ -122,6 +143,8 @@ class RoutingConfig(_Strict):
 class RouteyardConfig(_Strict):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    webhooks: WebhookConfig = Field(default_factory=WebhookConfig)
+    billing: BillingConfig = Field(default_factory=BillingConfig)
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelConfig]
     classes: dict[str, ClassConfig]

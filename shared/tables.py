@@ -130,7 +130,10 @@ class Job(SQLModel, table=True):
 
 class Attempt(SQLModel, table=True):
     __tablename__ = "attempts"
-    __table_args__ = (Index("ix_attempts_job_status", "job_id", "status"),)
+    __table_args__ = (
+        Index("ix_attempts_job_status", "job_id", "status"),
+        Index("ix_attempts_key_started", "api_key_id", "started_at"),
+    )
 
     id: str = Field(primary_key=True, max_length=40)
     job_id: str = Field(max_length=40, foreign_key="jobs.id")
@@ -144,6 +147,12 @@ class Attempt(SQLModel, table=True):
     model: str = Field(max_length=128)
     key_ref: str | None = Field(default=None, max_length=80)
     """Which provider key was used — an id, never the secret."""
+    api_key_id: str | None = Field(default=None, max_length=40)
+    """The router key whose job made the call (copied from the job, so spend per key is one index scan)."""
+    billed_to: str = Field(default="credits", max_length=16)
+    """`credits` (a pooled key: cost counts against the router key's limit) or `byok` (the team's own provider
+    key: the provider bills the team; routeyard charges `fee` as credits)."""
+    fee: Decimal | None = Field(default=None, sa_column=_money())
     status: str = Field(default=AttemptStatus.STARTED.value, max_length=16)
     http_status: int | None = None
     error_class: str | None = Field(default=None, max_length=32)

@@ -160,6 +160,7 @@ class JobRunner:
             key_ref=credential.ref,
             reserved_cost=cand.worst_case_cost,
             started_at=utcnow(),
+            api_key_id=job.api_key_id,
         )
         await self.rt.store.write(ops.start_attempt(started))
         request = ChatRequest(

@@ -141,6 +141,8 @@ def start_attempt(a: AttemptStart) -> Operation[None]:
         "started_at": a.started_at,
         "reserved_cost": a.reserved_cost,
         "cost_estimated": False,
+        "api_key_id": a.api_key_id,
+        "billed_to": a.billed_to,
     }
 
     def op(conn: Connection, deltas: Deltas) -> None:

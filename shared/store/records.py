@@ -37,6 +37,8 @@ class AttemptStart:
     key_ref: str | None
     reserved_cost: Decimal | None
     started_at: datetime
+    api_key_id: str | None = None
+    billed_to: str = "credits"
 
 
 @dataclass(slots=True, frozen=True)
