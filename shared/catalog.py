@@ -62,6 +62,8 @@ class Endpoint:
     supported_parameters: frozenset[str] | None = None
     rpm: int | None = None
     tpm: int | None = None
+    limits_per_model: bool = False
+    """The rate limits were set on this endpoint (per model) rather than on the provider (per key)."""
 
     def cost(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> Decimal | None:
         """Real cost of a call; `None` when the price is unknown."""
@@ -132,6 +134,7 @@ class Catalog:
                     ),
                     rpm=ep.rpm or prov.rpm,
                     tpm=ep.tpm or prov.tpm,
+                    limits_per_model=ep.rpm is not None or ep.tpm is not None,
                 )
                 endpoints[endpoint.slug] = endpoint
                 by_model.setdefault(model_id, []).append(endpoint)

@@ -130,6 +130,32 @@ class BillingConfig(_Strict):
     """When a BYOK key exists but cannot serve (rate limited, refused), fall back to pooled keys."""
 
 
+class CircuitConfig(_Strict):
+    """Per-endpoint circuit breakers, shared by all workers through Redis."""
+
+    consecutive_failures: int = Field(default=5, ge=1)
+    """Open after this many failures in a row..."""
+    failure_rate: float = Field(default=0.5, gt=0, le=1)
+    """...or when this share of calls failed in the window (with at least `min_calls` calls)."""
+    window_s: float = Field(default=30.0, gt=0)
+    min_calls: int = Field(default=20, ge=1)
+    cooldown_s: float = Field(default=10.0, gt=0)
+    """Time open before one half-open probe is let through; doubles on each failed probe up to `max_cooldown_s`."""
+    max_cooldown_s: float = Field(default=120.0, gt=0)
+
+
+class WorkerConfig(_Strict):
+    lease_s: float = Field(default=15.0, gt=1)
+    """A job claimed by a worker that stops renewing is due again after this long."""
+    sweep_every_s: int = Field(default=30, ge=1, le=59)
+    sweep_grace_s: float = Field(default=60.0, ge=0)
+    """The sweeper leaves jobs touched this recently alone (a producer may be about to enqueue them)."""
+    rate_safety: float = Field(default=0.98, gt=0, le=1)
+    """Rate-limit buckets refill at this share of the configured limit, so a provider's own window never
+    sees more than its limit (fewer 429s for ~2% of throughput)."""
+    health_refresh_s: float = Field(default=1.0, gt=0)
+
+
 class RoutingConfig(_Strict):
     default_class: str = "standard"
     max_attempts: int = Field(default=6, ge=1, le=50)
@@ -144,6 +170,8 @@ class RouteyardConfig(_Strict):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     webhooks: WebhookConfig = Field(default_factory=WebhookConfig)
+    circuits: CircuitConfig = Field(default_factory=CircuitConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
     billing: BillingConfig = Field(default_factory=BillingConfig)
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelConfig]

@@ -8,6 +8,7 @@ so request bodies written for either service work unchanged. routeyard's own fie
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from enum import IntEnum
 from typing import Annotated, Any, Literal
@@ -192,13 +193,24 @@ class JobSpec(BaseModel):
         return self.model_dump_json(exclude_none=True, by_alias=True, exclude_defaults=False)
 
 
+_WORDS = re.compile(r"[A-Za-z0-9]+")
+_PUNCT = re.compile(r"[^\sA-Za-z0-9]")
+
+
 def estimate_input_tokens(spec: JobSpec) -> int:
-    """A tokenizer-free upper-leaning estimate: ~4 characters a token for Latin text (more tokens for
-    other scripts, which tokenise worse), plus the chat format's per-message overhead. Used for worst-case
-    reservations and context-window checks, so it errs high."""
+    """An upper bound on input tokens without a tokenizer, for worst-case reservations and context checks.
+
+    BPE tokenizers give a word of n letters at most ceil(n / 4) + 1 tokens in practice, every punctuation
+    mark or other-script character about one, and the chat format a few tokens per message. Bounding each
+    term from above keeps reservations above real costs, so a budget cannot be overspent by a prompt that
+    tokenizes worse than average (short words, code, non-Latin scripts)."""
     tokens = 3
     for m in spec.chat_messages():
         text = m.text()
-        non_ascii = sum(1 for ch in text if ord(ch) > 127) if not text.isascii() else 0
-        tokens += 4 + (len(text) - non_ascii + 3) // 4 + non_ascii
+        word_chars = 0
+        words = 0
+        for w in _WORDS.findall(text):
+            words += 1
+            word_chars += len(w)
+        tokens += 4 + (word_chars + 3) // 4 + words + len(_PUNCT.findall(text))
     return tokens

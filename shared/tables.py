@@ -25,6 +25,9 @@ class JobState(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    """Held: its router key's limit or its batch's budget cannot cover it now. Not failed, not spent; it
+    resumes when the limit resets or is raised."""
 
     @property
     def terminal(self) -> bool:

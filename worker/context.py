@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import httpx
+from sqlalchemy import Connection, select
 
 from shared.catalog import Catalog
 from shared.config import RouteyardConfig
@@ -15,10 +18,17 @@ from shared.events import EventSink, NullSink
 from shared.queue import JobQueue
 from shared.settings import Settings
 from shared.store import Store
+from shared.store.records import ClaimedJob
+from shared.tables import Batch
+from worker.admission import Admission, BudgetScope
 from worker.credentials import CredentialSource
 from worker.providers import ProviderAdapter
 from worker.router import LiveState
 from worker.stats import EndpointStatsBook
+
+batches = Batch.__table__  # type: ignore[attr-defined]
+BUDGET_CACHE_S = 10.0
+"""How long a worker trusts a batch's `max_total_cost` before reading it again (a raise takes effect)."""
 
 
 @dataclass
@@ -31,6 +41,7 @@ class Runtime:
     adapters: dict[str, ProviderAdapter]
     credentials: CredentialSource
     worker_id: str
+    admission: Admission
     clients: list[httpx.AsyncClient] = field(default_factory=list)
     farm: Any = None
     """The in-process simulated farm, when `sim://` providers are served in process."""
@@ -38,6 +49,9 @@ class Runtime:
     stats: EndpointStatsBook = field(default_factory=EndpointStatsBook)
     events: EventSink = field(default_factory=NullSink)
     """Told of every terminal write that won (webhooks, metrics)."""
+    unhealthy: frozenset[str] = frozenset()
+    """Endpoints with an open circuit, refreshed from Redis by the dispatcher."""
+    _batch_limits: dict[str, tuple[float, Decimal | None]] = field(default_factory=dict)
 
     @property
     def secrets(self) -> list[str]:
@@ -45,9 +59,45 @@ class Runtime:
 
     def live_state(self) -> LiveState:
         return LiveState(
+            unhealthy=self.unhealthy,
             stats=self.stats.snapshot(),
             disabled_providers=self.credentials.missing(),
         )
+
+    async def budget_scopes(self, job: ClaimedJob) -> list[BudgetScope]:
+        """The shared budgets this job's calls must fit in (the batch's `max_total_cost`; router key
+        limits join here)."""
+        scopes: list[BudgetScope] = []
+        if job.batch_id is not None:
+            limit = await self._batch_limit(job.batch_id)
+            if limit is not None:
+                scopes.append(BudgetScope(f"batch:{job.batch_id}", limit, "", self._batch_spent(job.batch_id)))
+        return scopes
+
+    async def _batch_limit(self, batch_id: str) -> Decimal | None:
+        cached = self._batch_limits.get(batch_id)
+        if cached is not None and time.monotonic() - cached[0] < BUDGET_CACHE_S:
+            return cached[1]
+
+        def q(conn: Connection) -> Decimal | None:
+            value: Decimal | None = conn.execute(
+                select(batches.c.max_total_cost).where(batches.c.id == batch_id)
+            ).scalar()
+            return value
+
+        limit = await self.store.read(q)
+        self._batch_limits[batch_id] = (time.monotonic(), limit)
+        return limit
+
+    def _batch_spent(self, batch_id: str) -> Callable[[], Awaitable[Decimal]]:
+        async def spent() -> Decimal:
+            def q(conn: Connection) -> Decimal:
+                value = conn.execute(select(batches.c.cost_total).where(batches.c.id == batch_id)).scalar()
+                return value or Decimal(0)
+
+            return await self.store.read(q)
+
+        return spent
 
     async def aclose(self) -> None:
         for client in self.clients:

@@ -25,7 +25,7 @@ from shared.store import ops
 from shared.store.records import ClaimedJob
 from shared.timeutil import utcnow
 from worker.context import Runtime
-from worker.runner import Deferred, Done, JobRunner
+from worker.runner import Deferred, Done, Held, JobRunner
 
 log = logging.getLogger("routeyard.worker")
 
@@ -40,6 +40,7 @@ class DispatchStats:
     deferred: int = 0
     dropped: int = 0
     """Claimed in Redis but already terminal (or unknown) in the store: removed from the queue."""
+    held: int = 0
     errors: int = 0
 
 
@@ -58,10 +59,24 @@ class Dispatcher:
         self._ack_scheduled = False
         self._loop_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
+        self._health_task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._claim_loop(), name="routeyard-dispatch")
         self._renew_task = asyncio.create_task(self._renew_loop(), name="routeyard-renew")
+        self._health_task = asyncio.create_task(self._health_loop(), name="routeyard-health")
+
+    async def _health_loop(self) -> None:
+        """Keep the set of open circuits fresh for the planner (one Redis read a second per worker)."""
+        period = self.rt.config.worker.health_refresh_s
+        while True:
+            try:
+                self.rt.unhealthy = await self.rt.admission.open_circuits()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reading circuit states failed")
+            await asyncio.sleep(period)
 
     async def _claim_loop(self) -> None:
         idle = IDLE_MIN_S
@@ -118,7 +133,11 @@ class Dispatcher:
             self.in_flight.pop(job.id, None)
             self._slot_freed.set()
             return
-        if isinstance(outcome, Deferred):
+        if isinstance(outcome, Held):
+            self.stats.held += 1
+            await self.rt.store.write(ops.hold_jobs([job.id], outcome.reason, self.rt.worker_id))
+            self._ack(p, job.id)
+        elif isinstance(outcome, Deferred):
             self.stats.deferred += 1
             not_before = utcnow() + timedelta(seconds=outcome.delay_s)
             await self.rt.store.write(ops.release_job(job.id, self.rt.worker_id, not_before, refund_run=True))
@@ -192,7 +211,8 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await self._flush_acks()
-        if self._renew_task is not None:
-            self._renew_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renew_task
+        for task in (self._renew_task, self._health_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

@@ -1,10 +1,11 @@
 """One job's way through the worker: plan, then call candidates in order — retrying an endpoint on
 transient errors, falling back on errors another endpoint may not have, failing on errors none would fix —
-recording every call before it is made and once it is answered.
+with every call admitted first (circuit, shared rate limits, budgets), recorded before it is made and
+settled once it is answered.
 
 Bounds: at most `routing.max_attempts` calls per job across all runs, and nothing after its deadline.
-Outcome for the dispatcher: `Done` (terminal state recorded) or `Deferred` (hand the job back to the
-queue until a limit passes; no try is burned).
+Outcome for the dispatcher: `Done` (terminal state recorded), `Deferred` (back to the queue until a rate
+limit or circuit allows; no try burned) or `Held` (a budget cannot cover it: `budget_exhausted`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_base
@@ -25,6 +27,7 @@ from shared.redaction import redact
 from shared.store import ops
 from shared.store.records import AttemptEnd, AttemptStart, ClaimedJob, JobFailure, JobSuccess
 from shared.timeutil import utcnow
+from worker.admission import Denial
 from worker.context import Runtime
 from worker.providers.base import ChatRequest, Credential
 from worker.retry import Action, action_for, wait_provider_hint
@@ -35,6 +38,7 @@ log = logging.getLogger("routeyard.worker")
 MAX_RUNS = 5
 """A job claimed this many times without finishing is failing its workers (poison); it fails."""
 DEFER_ON_NO_ROUTE_S = 15.0
+MAX_DEFER_S = 300.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -48,11 +52,22 @@ class Deferred:
     reason: str
 
 
-Outcome = Done | Deferred
+@dataclass(slots=True, frozen=True)
+class Held:
+    reason: str
+
+
+Outcome = Done | Deferred | Held
 
 
 class _OutOfAttempts(Exception):
     pass
+
+
+class _Denied(Exception):
+    def __init__(self, denial: Denial) -> None:
+        super().__init__(denial.kind)
+        self.denial = denial
 
 
 @dataclass(slots=True)
@@ -63,6 +78,8 @@ class _Run:
     deadline: datetime
     seq: int
     attempts_left: int
+    spent: Decimal
+    """What the job's calls have cost so far, against its `max_cost`."""
 
 
 class JobRunner:
@@ -90,15 +107,32 @@ class JobRunner:
             if the_plan.only_transient_exclusions:
                 return Deferred(DEFER_ON_NO_ROUTE_S, "every allowed endpoint is unhealthy or out of budget")
             return await self._fail(job, ErrorClass.NO_ROUTE, str(the_plan.error()))
-        run = _Run(job, spec, the_plan, deadline, job.attempts, self.routing.max_attempts - job.attempts)
+        run = _Run(
+            job,
+            spec,
+            the_plan,
+            deadline,
+            job.attempts,
+            self.routing.max_attempts - job.attempts,
+            job.cost or Decimal(0),
+        )
         return await self._execute(run)
 
     async def _execute(self, run: _Run) -> Outcome:
         last: ProviderError | None = None
+        waits: list[float] = []
+        budget: Denial | None = None
         min_context = 0
         for cand in run.plan.candidates:
             if cand.endpoint.context_length <= min_context:
                 continue
+            max_cost = run.plan.max_cost
+            if (
+                max_cost is not None
+                and cand.worst_case_cost is not None
+                and run.spent + cand.worst_case_cost > max_cost
+            ):
+                continue  # earlier calls used part of the job's budget: only cheaper endpoints still fit
             credential = self.rt.credentials.pooled(cand.endpoint.provider)
             if credential is None:
                 continue
@@ -114,6 +148,11 @@ class JobRunner:
                     with attempt:
                         await self._call(run, cand, credential)
                         return Done()
+            except _Denied as d:
+                if d.denial.kind in ("health", "rate"):
+                    waits.append(d.denial.wait_s)
+                elif d.denial.kind == "budget":
+                    budget = d.denial
             except _OutOfAttempts:
                 break
             except ProviderError as e:
@@ -125,10 +164,16 @@ class JobRunner:
                     log.error("provider key %s was refused (%s); disabled in this worker", credential.ref, e.message)
                 if e.error_class is ErrorClass.CONTEXT_LENGTH:
                     min_context = cand.endpoint.context_length
+                if e.error_class is ErrorClass.RATE_LIMITED:
+                    waits.append(e.retry_after or 1.0)
             if utcnow() >= run.deadline:
                 return await self._fail(run.job, ErrorClass.DEADLINE, "deadline passed while retrying")
-        if last is not None and last.error_class is ErrorClass.RATE_LIMITED and run.attempts_left > 0:
-            return Deferred(last.retry_after or DEFER_ON_NO_ROUTE_S, "every endpoint is rate limited")
+        return await self._nothing_served(run, last, waits, budget)
+
+    async def _nothing_served(
+        self, run: _Run, last: ProviderError | None, waits: list[float], budget: Denial | None
+    ) -> Outcome:
+        """Every candidate was tried or refused: wait, hold or fail — in that order of preference."""
         if run.attempts_left <= 0:
             detail = f"; last error: {last.message}" if last else ""
             return await self._fail(
@@ -136,19 +181,39 @@ class JobRunner:
                 ErrorClass.ATTEMPTS_EXHAUSTED,
                 f"{self.routing.max_attempts} calls made without an answer{detail}",
             )
+        if waits:
+            delay = min(MAX_DEFER_S, max(0.05, min(waits)))
+            if utcnow() + timedelta(seconds=delay) < run.deadline:
+                return Deferred(delay, "rate limited or circuit open on every candidate")
+        if budget is not None:
+            return Held(f"budget exhausted: {budget.scope} ({budget.detail})")
         if last is None:
-            return await self._fail(run.job, ErrorClass.NO_ROUTE, "no candidate endpoint has a usable key")
+            return await self._fail(
+                run.job, ErrorClass.NO_ROUTE, "no candidate fits the job's budget or has a usable key or a known price"
+            )
         return await self._fail(run.job, last.error_class, f"every candidate failed; last: {last.message}")
 
     async def _call(self, run: _Run, cand: Candidate, credential: Credential) -> None:
-        """One recorded call. Raises ProviderError on failure (after recording it)."""
+        """One admitted, recorded, settled call. Raises ProviderError on failure (after recording it)."""
         if run.attempts_left <= 0:
             raise _OutOfAttempts()
+        ep, job = cand.endpoint, run.job
+        att_id = attempt_id()
+        admitted = await self.rt.admission.admit(
+            ep,
+            credential.ref,
+            att_id,
+            tokens=run.plan.input_tokens + run.plan.max_tokens,
+            amount=cand.worst_case_cost,
+            scopes=await self.rt.budget_scopes(job),
+            timeout_s=self.rt.config.providers[ep.provider].timeout_s,
+        )
+        if isinstance(admitted, Denial):
+            raise _Denied(admitted)
         run.attempts_left -= 1
         run.seq += 1
-        ep, job = cand.endpoint, run.job
         started = AttemptStart(
-            id=attempt_id(),
+            id=att_id,
             job_id=job.id,
             batch_id=job.batch_id,
             seq=run.seq,
@@ -168,7 +233,7 @@ class JobRunner:
             max_tokens=run.plan.max_tokens,
             params=run.spec.sampling_params(),
             job_id=job.id,
-            attempt_id=started.id,
+            attempt_id=att_id,
         )
         adapter = self.rt.adapters[ep.provider]
         try:
@@ -179,7 +244,7 @@ class JobRunner:
             await self.rt.store.write(
                 ops.finish_attempt(
                     AttemptEnd(
-                        id=started.id,
+                        id=att_id,
                         job_id=job.id,
                         batch_id=job.batch_id,
                         succeeded=False,
@@ -192,16 +257,16 @@ class JobRunner:
                     )
                 )
             )
+            await self.rt.admission.settle(admitted, error=e, billed=Decimal(0))
             raise
-        finished = utcnow()
         self.rt.stats.observe(ep.slug, result.latency_ms, result.output_tokens)
         cost = ep.cost(result.input_tokens, result.output_tokens, result.cached_tokens)
         end = AttemptEnd(
-            id=started.id,
+            id=att_id,
             job_id=job.id,
             batch_id=job.batch_id,
             succeeded=True,
-            finished_at=finished,
+            finished_at=utcnow(),
             latency_ms=result.latency_ms,
             http_status=result.status_code,
             request_id=result.request_id,
@@ -220,7 +285,9 @@ class JobRunner:
             input_tokens=result.input_tokens,
             output_tokens=result.output_tokens,
         )
-        if await self.rt.store.write(ops.finish_attempt(end, success)):
+        won = await self.rt.store.write(ops.finish_attempt(end, success))
+        await self.rt.admission.settle(admitted, error=None, billed=cost, rate=result.rate_limits)
+        if won:
             self.rt.events.job_finished(JobFinished(job.id, job.batch_id, "succeeded"))
 
     async def _fail(self, job: ClaimedJob, error_class: ErrorClass, message: str) -> Done:

@@ -19,6 +19,7 @@ from shared.config import SIM_SCHEME, RouteyardConfig
 from shared.queue import JobQueue
 from shared.settings import Settings
 from shared.store import Store
+from worker.admission import Admission
 from worker.context import Runtime
 from worker.credentials import CredentialSource
 from worker.providers import ADAPTERS, ProviderAdapter
@@ -87,6 +88,7 @@ def build_runtime(
     """Wire adapters to clients. `farm`: an in-process farm to serve `sim://` providers (built from the
     config when needed and not given)."""
     catalog = Catalog.from_config(config)
+    queue.lease_ms = int(config.worker.lease_s * 1000)
     clients: list[httpx.AsyncClient] = []
     network: httpx.AsyncClient | None = None
     asgi: httpx.AsyncClient | None = None
@@ -122,6 +124,7 @@ def build_runtime(
         adapters=adapters,
         credentials=CredentialSource(config, env),
         worker_id=worker_id or new_worker_id(),
+        admission=Admission(queue.redis, queue.keys.prefix, config.circuits, config.worker),
         clients=clients,
         farm=farm,
     )

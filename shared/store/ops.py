@@ -61,6 +61,7 @@ _CLAIM = (
         jobs.c.api_key_id,
         jobs.c.created_at,
         jobs.c.deadline_at,
+        jobs.c.cost,
     )
 )
 _ABANDON = (
@@ -351,7 +352,7 @@ def cancel_jobs(job_ids: Sequence[str] | None = None, batch_id: str | None = Non
         where = jobs.c.batch_id == batch_id if batch_id is not None else jobs.c.id.in_(list(job_ids or []))
         rows = conn.execute(
             update(jobs)
-            .where(where, jobs.c.state.in_(ACTIVE_STATES))
+            .where(where, jobs.c.state.in_([*ACTIVE_STATES, JobState.BUDGET_EXHAUSTED.value]))
             .values(
                 state=JobState.CANCELLED.value,
                 error_class="cancelled",
@@ -364,5 +365,45 @@ def cancel_jobs(job_ids: Sequence[str] | None = None, batch_id: str | None = Non
         for (b,) in rows:
             deltas.add(b, cancelled=1)
         return len(rows)
+
+    return op
+
+
+def hold_jobs(job_ids: Sequence[str], reason: str, worker_id: str | None = None) -> Operation[int]:
+    """Hold jobs as `budget_exhausted` (a limit cannot cover them now). Only queued or running jobs; a running
+    one only when `worker_id` holds it. They are not failed and not lost: `resume_held` brings them back."""
+
+    def op(conn: Connection, deltas: Deltas) -> int:
+        now = utcnow()
+        stmt = update(jobs).where(jobs.c.id.in_(list(job_ids)), jobs.c.state.in_(ACTIVE_STATES))
+        if worker_id is not None:
+            stmt = stmt.where((jobs.c.worker_id == worker_id) | (jobs.c.state == JobState.QUEUED.value))
+        return int(
+            conn.execute(
+                stmt.values(
+                    state=JobState.BUDGET_EXHAUSTED.value,
+                    worker_id=None,
+                    error_class=ErrorClass.BUDGET.value,
+                    error_message=reason,
+                    updated_at=now,
+                    runs=case((jobs.c.runs > 0, jobs.c.runs - 1), else_=0),
+                )
+            ).rowcount
+        )
+
+    return op
+
+
+def resume_held(job_ids: Sequence[str]) -> Operation[int]:
+    """Put held jobs back in the queue state (the caller enqueues them)."""
+
+    def op(conn: Connection, deltas: Deltas) -> int:
+        return int(
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id.in_(list(job_ids)), jobs.c.state == JobState.BUDGET_EXHAUSTED.value)
+                .values(state=JobState.QUEUED.value, error_class=None, error_message=None, updated_at=utcnow())
+            ).rowcount
+        )
 
     return op

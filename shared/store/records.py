@@ -21,6 +21,8 @@ class ClaimedJob:
     api_key_id: str | None
     created_at: datetime
     deadline_at: datetime | None
+    cost: Decimal | None = None
+    """Cost of the calls made for the job so far (earlier runs)."""
 
 
 @dataclass(slots=True, frozen=True)

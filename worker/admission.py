@@ -1,0 +1,226 @@
+"""Admission: the one atomic Redis step before every provider call, and its counterpart after.
+
+    admit  → the endpoint's circuit is not open, its rate bucket has a request and the tokens, and every
+             budget in force (the router key's limit for this period, the batch's `max_total_cost`) can
+             hold the call's worst-case cost — then take the tokens and reserve the cost, all or nothing;
+    settle → replace the reservation with the real cost, record the outcome in the circuit, and tighten the
+             bucket from what the provider said (remaining, limits, `retry-after` on a 429).
+
+Buckets are shared by every worker process (per provider and key; per model when the config sets limits on
+the endpoint), so the provider's limit is honoured by the fleet, not per replica. Reservations have an owner
+(the attempt id) and an expiry: a reservation whose worker died is kept as spent at its worst case — exactly
+as the ledger keeps the abandoned call — and the real cost replaces it if the call is answered after all.
+A budget scope missing from Redis (restart, flush, new period) is rebuilt from the store's ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from importlib import resources
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+
+from shared.catalog import Endpoint
+from shared.config import CircuitConfig, WorkerConfig
+from shared.errors import ErrorClass, ProviderError
+from shared.money import to_nanos
+from worker.providers.base import RateLimitInfo
+
+log = logging.getLogger("routeyard.worker")
+
+Outcome = Literal["ok", "fail", "neutral", "limited"]
+RESERVATION_MARGIN_S = 60.0
+"""A reservation outlives its call's timeout by this much before it is presumed abandoned."""
+PROBE_TTL_MS = 60_000
+
+# what a failed call says about the endpoint's health
+_CIRCUIT_FAILURES = {ErrorClass.UPSTREAM, ErrorClass.TIMEOUT, ErrorClass.CONNECTION, ErrorClass.BAD_RESPONSE}
+
+
+def outcome_of(error: ProviderError | None) -> Outcome:
+    if error is None:
+        return "ok"
+    if error.error_class is ErrorClass.RATE_LIMITED:
+        return "limited"
+    return "fail" if error.error_class in _CIRCUIT_FAILURES else "neutral"
+
+
+@dataclass(slots=True)
+class BudgetScope:
+    """A spend limit the call must fit in: `key:<id>` per period, or `batch:<id>`."""
+
+    name: str
+    limit: Decimal
+    period: str
+    """Changes when the limit resets (the scope is then rebuilt from the ledger); '' = never."""
+    spent: Callable[[], Awaitable[Decimal]]
+    """Spend so far from the ledger, to (re)build the scope."""
+
+
+@dataclass(slots=True)
+class Ticket:
+    attempt_id: str
+    slug: str
+    bucket: str
+    amount: int
+    """Reserved nano-dollars (-1 when the price is unknown and no budget applies)."""
+    scopes: list[str] = field(default_factory=list)
+    probe: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class Denial:
+    kind: Literal["health", "rate", "budget", "unpriced"]
+    wait_s: float = 0.0
+    scope: str | None = None
+    detail: str = ""
+
+
+def _lua(name: str) -> str:
+    return resources.files("shared").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
+def bucket_id(endpoint: Endpoint, key_ref: str) -> str:
+    base = f"{endpoint.provider}|{key_ref}"
+    return f"{base}|{endpoint.upstream_model}" if endpoint.limits_per_model else base
+
+
+class Admission:
+    def __init__(self, redis: Redis, prefix: str, circuits: CircuitConfig, worker: WorkerConfig) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.circuits = circuits
+        self.worker = worker
+        self._admit = redis.register_script(_lua("admit"))
+        self._settle = redis.register_script(_lua("settle"))
+        self._circuit_args = [
+            circuits.consecutive_failures,
+            circuits.failure_rate,
+            int(circuits.window_s * 1000),
+            circuits.min_calls,
+            int(circuits.cooldown_s * 1000),
+            int(circuits.max_cooldown_s * 1000),
+        ]
+
+    async def admit(
+        self,
+        endpoint: Endpoint,
+        key_ref: str,
+        attempt_id: str,
+        *,
+        tokens: int,
+        amount: Decimal | None,
+        scopes: list[BudgetScope],
+        timeout_s: float,
+    ) -> Ticket | Denial:
+        nanos = -1 if amount is None else to_nanos(amount)
+        bucket = bucket_id(endpoint, key_ref)
+        inits: dict[str, int] = {}
+        for _ in range(len(scopes) + 1):
+            args: list[Any] = [
+                self.prefix,
+                endpoint.slug,
+                bucket,
+                endpoint.rpm or 0,
+                endpoint.tpm or 0,
+                self.worker.rate_safety,
+                tokens,
+                attempt_id,
+                nanos,
+                int((timeout_s + RESERVATION_MARGIN_S) * 1000),
+                PROBE_TTL_MS,
+                len(scopes),
+            ]
+            for s in scopes:
+                args += [s.name, to_nanos(s.limit), s.period, inits.get(s.name, -1)]
+            res = await self._admit(keys=[], args=args)
+            if int(res[0]) == 1:
+                return Ticket(attempt_id, endpoint.slug, bucket, nanos, [s.name for s in scopes], bool(int(res[1])))
+            kind = _s(res[1])
+            if kind == "init":
+                name = _s(res[2])
+                scope = next(s for s in scopes if s.name == name)
+                inits[name] = to_nanos(await scope.spent())
+                continue
+            if kind in ("health", "rate"):
+                return Denial(kind, wait_s=int(res[2]) / 1000)  # type: ignore[arg-type]
+            if kind == "budget":
+                used, limit = int(res[3]) / 1e9, int(res[4]) / 1e9
+                return Denial("budget", scope=_s(res[2]), detail=f"${used:.6f} of ${limit:.6f} used")
+            return Denial("unpriced", scope=_s(res[2]), detail="the price is unknown, so the limit cannot be enforced")
+        raise RuntimeError("budget scope initialisation did not converge")
+
+    async def settle(
+        self,
+        ticket: Ticket,
+        *,
+        error: ProviderError | None,
+        billed: Decimal | None,
+        rate: RateLimitInfo | None = None,
+    ) -> None:
+        """Replace the reservation with `billed` (0 for a failed call) and record the outcome."""
+        outcome = outcome_of(error)
+        retry_ms = -1 if error is None or error.retry_after is None else int(error.retry_after * 1000)
+        real = ticket.amount if billed is None else to_nanos(billed)
+        args: list[Any] = [
+            self.prefix,
+            ticket.slug,
+            ticket.bucket,
+            outcome,
+            retry_ms,
+            _int_or(rate.remaining_requests if rate else None),
+            _int_or(rate.remaining_tokens if rate else None),
+            _int_or(rate.limit_requests if rate else None),
+            _int_or(rate.limit_tokens if rate else None),
+            ticket.attempt_id,
+            max(real, 0),
+            ticket.amount,
+            len(ticket.scopes),
+            *ticket.scopes,
+            *self._circuit_args,
+        ]
+        result = _s(await self._settle(keys=[], args=args))
+        if result == "opened":
+            log.warning("circuit opened for %s after %s", ticket.slug, error.message if error else "failures")
+        elif result == "closed":
+            log.info("circuit closed for %s: probe succeeded", ticket.slug)
+
+    async def open_circuits(self) -> frozenset[str]:
+        """Endpoints whose circuit is open and not yet due a probe: the planner leaves them out."""
+        t = await self.redis.time()
+        now_ms = int(t[0]) * 1000 + int(t[1]) // 1000
+        members = await self.redis.zrangebyscore(f"{self.prefix}cb:open", now_ms, "+inf")
+        return frozenset(_s(m) for m in members)
+
+    async def reservations_outstanding(self, scope: str) -> int:
+        return int(await self.redis.zcard(f"{self.prefix}bud:{scope}:res"))
+
+    async def reclaim_expired(self) -> int:
+        """Move reservations whose owner is gone (expired) to `:conv`: they stay spent at their worst case
+        until the call is answered or forever. Returns how many were reclaimed."""
+        t = await self.redis.time()
+        now_ms = int(t[0]) * 1000 + int(t[1]) // 1000
+        moved = 0
+        async for key in self.redis.scan_iter(match=f"{self.prefix}bud:*:res", count=500):
+            expired = await self.redis.zrangebyscore(key, "-inf", now_ms)
+            if not expired:
+                continue
+            base = _s(key)[: -len(":res")]
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(key, *expired)
+                pipe.zadd(f"{base}:conv", {m: now_ms for m in expired})
+                await pipe.execute()
+            moved += len(expired)
+        return moved
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _int_or(value: int | None) -> int:
+    return -1 if value is None else int(value)
