@@ -131,6 +131,19 @@ class Job(SQLModel, table=True):
     """The answer as an OpenAI chat.completion object (JSON)."""
 
 
+class BudgetHold(SQLModel, table=True):
+    """A budget scope that holds jobs as `budget_exhausted`, with the limit and period it had then. The sweeper
+    resumes the scope's jobs once either changes (a raise, a reset, a removed limit)."""
+
+    __tablename__ = "budget_holds"
+
+    scope: str = Field(primary_key=True, max_length=80)
+    """`batch:<id>` or `key:<id>`."""
+    limit: Decimal | None = Field(default=None, sa_column=_money())
+    period: str = Field(default="", max_length=40)
+    held_at: datetime = Field(sa_column=_utc())
+
+
 class Attempt(SQLModel, table=True):
     __tablename__ = "attempts"
     __table_args__ = (

@@ -29,7 +29,7 @@ from shared.store import Store
 from worker.context import Runtime
 from worker.dispatcher import Dispatcher
 from worker.runtime import build_runtime
-from worker.sweeper import sweep_once
+from worker.sweeper import resume_held, sweep_once
 
 log = logging.getLogger("routeyard.worker")
 
@@ -37,8 +37,10 @@ log = logging.getLogger("routeyard.worker")
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     """arq job: reconcile the store and the queue (see `worker.sweeper`)."""
     rt: Runtime = ctx["runtime"]
-    report = await sweep_once(rt.store, rt.queue)
-    return {"checked": report.checked, "requeued": report.requeued}
+    report = await sweep_once(rt.store, rt.queue, grace_s=rt.config.worker.sweep_grace_s)
+    reclaimed = await rt.admission.reclaim_expired()
+    resumed = await resume_held(rt.store, rt.queue, rt.scope_state)
+    return {"checked": report.checked, "requeued": report.requeued, "reclaimed": reclaimed, "resumed": resumed}
 
 
 class RouteyardWorker(Worker):
@@ -53,7 +55,7 @@ class RouteyardWorker(Worker):
         max_in_flight: int = 256,
         grace_s: float = 25.0,
         handle_signals: bool = True,
-        sweep_every_s: int = 30,
+        sweep_every_s: int | None = None,
         worker_id: str | None = None,
     ) -> None:
         self.settings = settings
@@ -68,7 +70,7 @@ class RouteyardWorker(Worker):
         self.dispatcher: Dispatcher | None = None
         self._draining: asyncio.Task[None] | None = None
         prefix = settings.redis_prefix
-        seconds = set(range(0, 60, max(1, min(59, sweep_every_s))))
+        seconds = set(range(0, 60, max(1, min(59, sweep_every_s or config.worker.sweep_every_s))))
         super().__init__(
             functions=[func(sweep, name="sweep")],
             # arq keys cron runs by name: the prefix keeps deployments sharing a Redis from skipping each other's

@@ -99,6 +99,19 @@ class Runtime:
 
         return spent
 
+    async def scope_state(self, scope: str) -> tuple[Decimal | None, str] | None:
+        """Current (limit, period) of a budget scope, for resuming held jobs."""
+        kind, _, ident = scope.partition(":")
+        if kind == "batch":
+
+            def q(conn: Connection) -> Any:
+                return conn.execute(select(batches.c.max_total_cost).where(batches.c.id == ident)).first()
+
+            row = await self.store.read(q)
+            self._batch_limits.pop(ident, None)
+            return None if row is None else (row[0], "")
+        return None
+
     async def aclose(self) -> None:
         for client in self.clients:
             await client.aclose()

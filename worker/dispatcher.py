@@ -135,7 +135,16 @@ class Dispatcher:
             return
         if isinstance(outcome, Held):
             self.stats.held += 1
-            await self.rt.store.write(ops.hold_jobs([job.id], outcome.reason, self.rt.worker_id))
+            await self.rt.store.write(
+                ops.hold_jobs(
+                    [job.id],
+                    outcome.reason,
+                    self.rt.worker_id,
+                    scope=outcome.scope,
+                    limit=outcome.limit,
+                    period=outcome.period,
+                )
+            )
             self._ack(p, job.id)
         elif isinstance(outcome, Deferred):
             self.stats.deferred += 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -27,7 +27,7 @@ from shared.redaction import redact
 from shared.store import ops
 from shared.store.records import AttemptEnd, AttemptStart, ClaimedJob, JobFailure, JobSuccess
 from shared.timeutil import utcnow
-from worker.admission import Denial
+from worker.admission import BudgetScope, Denial
 from worker.context import Runtime
 from worker.providers.base import ChatRequest, Credential
 from worker.retry import Action, action_for, wait_provider_hint
@@ -55,6 +55,9 @@ class Deferred:
 @dataclass(slots=True, frozen=True)
 class Held:
     reason: str
+    scope: str
+    limit: Decimal | None
+    period: str
 
 
 Outcome = Done | Deferred | Held
@@ -80,6 +83,7 @@ class _Run:
     attempts_left: int
     spent: Decimal
     """What the job's calls have cost so far, against its `max_cost`."""
+    scopes: list[BudgetScope] = field(default_factory=list)
 
 
 class JobRunner:
@@ -185,8 +189,14 @@ class JobRunner:
             delay = min(MAX_DEFER_S, max(0.05, min(waits)))
             if utcnow() + timedelta(seconds=delay) < run.deadline:
                 return Deferred(delay, "rate limited or circuit open on every candidate")
-        if budget is not None:
-            return Held(f"budget exhausted: {budget.scope} ({budget.detail})")
+        if budget is not None and budget.scope is not None:
+            scope = next((s for s in run.scopes if s.name == budget.scope), None)
+            return Held(
+                f"budget exhausted: {budget.scope} ({budget.detail})",
+                budget.scope,
+                scope.limit if scope else None,
+                scope.period if scope else "",
+            )
         if last is None:
             return await self._fail(
                 run.job, ErrorClass.NO_ROUTE, "no candidate fits the job's budget or has a usable key or a known price"
@@ -199,13 +209,14 @@ class JobRunner:
             raise _OutOfAttempts()
         ep, job = cand.endpoint, run.job
         att_id = attempt_id()
+        run.scopes = await self.rt.budget_scopes(job)
         admitted = await self.rt.admission.admit(
             ep,
             credential.ref,
             att_id,
             tokens=run.plan.input_tokens + run.plan.max_tokens,
             amount=cand.worst_case_cost,
-            scopes=await self.rt.budget_scopes(job),
+            scopes=run.scopes,
             timeout_s=self.rt.config.providers[ep.provider].timeout_s,
         )
         if isinstance(admitted, Denial):

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, select
 
 from shared.queue import JobQueue
-from shared.store import Store
-from shared.tables import ACTIVE_STATES, Job
+from shared.store import Store, ops
+from shared.tables import ACTIVE_STATES, BudgetHold, Job
 from shared.timeutil import to_ms, utcnow
 
 log = logging.getLogger("routeyard.sweeper")
@@ -71,3 +73,34 @@ async def sweep_once(store: Store, queue: JobQueue, *, grace_s: float = 60.0, pa
     if report.requeued:
         log.warning("sweeper re-enqueued %d of %d active jobs that Redis had lost", report.requeued, report.checked)
     return report
+
+
+holds = BudgetHold.__table__  # type: ignore[attr-defined]
+
+ScopeState = Callable[[str], Awaitable[tuple[Decimal | None, str] | None]]
+"""Current (limit, period) of a budget scope, or None when the scope no longer exists."""
+
+
+async def resume_held(store: Store, queue: JobQueue, scope_state: ScopeState) -> int:
+    """Resume jobs held by a budget scope whose limit or period changed since (raised, reset, removed)."""
+    rows = await store.read(lambda conn: list(conn.execute(select(holds)).mappings()))
+    resumed = 0
+    for hold in rows:
+        current = await scope_state(hold["scope"])
+        if current is None:
+            continue
+        limit, period = current
+        raised = limit is None or (hold["limit"] is not None and limit > hold["limit"])
+        if not raised and period == hold["period"]:
+            continue
+        kind, _, ident = hold["scope"].partition(":")
+        where = jobs.c.batch_id == ident if kind == "batch" else jobs.c.api_key_id == ident
+        back = await store.write_direct(ops.resume_held(hold["scope"], where))
+        lanes: dict[tuple[int, str | None, str | None], list[str]] = defaultdict(list)
+        for job_id, p, tenant, lane in back:
+            lanes[(p, tenant, lane)].append(job_id)
+        for (p, tenant, lane), ids in lanes.items():
+            await queue.enqueue(ids, priority=p, tenant=tenant, lane=lane)
+        resumed += len(back)
+        log.info("resumed %d jobs held by %s (limit or period changed)", len(back), hold["scope"])
+    return resumed

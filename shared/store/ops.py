@@ -19,16 +19,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, func, insert, literal, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, literal, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from shared.errors import ErrorClass
 from shared.money import Money
 from shared.store.records import AttemptEnd, AttemptStart, ClaimedJob, JobFailure, JobSuccess
 from shared.store.writer import Deltas, Operation
-from shared.tables import ACTIVE_STATES, Attempt, AttemptStatus, Job, JobState
+from shared.tables import ACTIVE_STATES, Attempt, AttemptStatus, BudgetHold, Job, JobState
 from shared.timeutil import utcnow
 
 jobs = Job.__table__  # type: ignore[attr-defined]
+holds = BudgetHold.__table__  # type: ignore[attr-defined]
 attempts = Attempt.__table__  # type: ignore[attr-defined]
 TERMINAL = [s.value for s in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)]
 _ZERO = literal(Decimal(0), Money())
@@ -369,16 +372,19 @@ def cancel_jobs(job_ids: Sequence[str] | None = None, batch_id: str | None = Non
     return op
 
 
-def hold_jobs(job_ids: Sequence[str], reason: str, worker_id: str | None = None) -> Operation[int]:
+def hold_jobs(
+    job_ids: Sequence[str], reason: str, worker_id: str | None = None, *, scope: str, limit: Decimal | None, period: str
+) -> Operation[int]:
     """Hold jobs as `budget_exhausted` (a limit cannot cover them now). Only queued or running jobs; a running
-    one only when `worker_id` holds it. They are not failed and not lost: `resume_held` brings them back."""
+    one only when `worker_id` holds it. They are not failed and not lost: the sweeper resumes them when the
+    scope's limit or period changes (see `BudgetHold`)."""
 
     def op(conn: Connection, deltas: Deltas) -> int:
         now = utcnow()
         stmt = update(jobs).where(jobs.c.id.in_(list(job_ids)), jobs.c.state.in_(ACTIVE_STATES))
         if worker_id is not None:
             stmt = stmt.where((jobs.c.worker_id == worker_id) | (jobs.c.state == JobState.QUEUED.value))
-        return int(
+        held = int(
             conn.execute(
                 stmt.values(
                     state=JobState.BUDGET_EXHAUSTED.value,
@@ -390,20 +396,30 @@ def hold_jobs(job_ids: Sequence[str], reason: str, worker_id: str | None = None)
                 )
             ).rowcount
         )
+        if held:
+            dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            conn.execute(
+                dialect_insert(holds)
+                .values(scope=scope, limit=limit, period=period, held_at=now)
+                .on_conflict_do_nothing(index_elements=["scope"])
+            )
+        return held
 
     return op
 
 
-def resume_held(job_ids: Sequence[str]) -> Operation[int]:
-    """Put held jobs back in the queue state (the caller enqueues them)."""
+def resume_held(scope: str, where: Any) -> Operation[list[tuple[str, int, str | None, str | None]]]:
+    """Put a scope's held jobs back in the queue state and drop the hold; returns (id, priority, tenant, lane)
+    for the caller to enqueue."""
 
-    def op(conn: Connection, deltas: Deltas) -> int:
-        return int(
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id.in_(list(job_ids)), jobs.c.state == JobState.BUDGET_EXHAUSTED.value)
-                .values(state=JobState.QUEUED.value, error_class=None, error_message=None, updated_at=utcnow())
-            ).rowcount
-        )
+    def op(conn: Connection, deltas: Deltas) -> list[tuple[str, int, str | None, str | None]]:
+        rows = conn.execute(
+            update(jobs)
+            .where(where, jobs.c.state == JobState.BUDGET_EXHAUSTED.value)
+            .values(state=JobState.QUEUED.value, error_class=None, error_message=None, updated_at=utcnow())
+            .returning(jobs.c.id, jobs.c.priority, jobs.c.api_key_id, jobs.c.batch_id)
+        ).all()
+        conn.execute(delete(holds).where(holds.c.scope == scope))
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
 
     return op
