@@ -162,6 +162,9 @@ class RoutingConfig(_Strict):
     """Ceiling on provider calls per job, across retries and fallbacks."""
     retries_per_endpoint: int = Field(default=2, ge=0, le=10)
     job_deadline_s: float = Field(default=1800.0, gt=0)
+    outage_wait_s: float = Field(default=120.0, ge=0)
+    """How long a job waits for endpoints with open circuits to recover before it fails with its last error
+    (rate limits are waited out until the deadline: they are back-pressure, not an outage)."""
     seed: int | None = None
     """Fixes the load-balancing draw (tests, `route --explain`); unset draws fresh randomness."""
 

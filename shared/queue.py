@@ -92,18 +92,20 @@ class JobQueue:
                 pipe.zrem(self.keys.sched(p), *ids)
             await pipe.execute()
 
-    async def reschedule(self, items: Iterable[tuple[int, str]], delay_ms: int) -> None:
-        """Move leased jobs to now + delay (renewal, deferral, or 0 to hand them back)."""
+    async def reschedule(self, items: Iterable[tuple[int, str]], delay_ms: int, *, recreate: bool = False) -> None:
+        """Move leased jobs to now + delay (deferral, or 0 to hand them back). Only jobs still in the schedule
+        move, unless `recreate` (renewal of jobs this worker is running: a lease Redis lost comes back)."""
         by_p = _group(items)
         if not by_p:
             return
+        mode = "any" if recreate else "xx"
         async with self.redis.pipeline(transaction=False) as pipe:
             for p, ids in by_p.items():
-                await self._reschedule(keys=[self.keys.sched(p)], args=[int(delay_ms), *ids], client=pipe)
+                await self._reschedule(keys=[self.keys.sched(p)], args=[int(delay_ms), mode, *ids], client=pipe)
             await pipe.execute()
 
     async def renew(self, items: Iterable[tuple[int, str]]) -> None:
-        await self.reschedule(items, self.lease_ms)
+        await self.reschedule(items, self.lease_ms, recreate=True)
 
     async def schedule_at(self, p: int, job_id: str, at_ms: int) -> None:
         """Put a job straight into the schedule (recovery of a job that waits until `at_ms`)."""

@@ -8,11 +8,11 @@ import asyncio
 from decimal import Decimal
 
 from arq.connections import ArqRedis
+from ry_helpers import make_config, quiet_farm
 from sqlalchemy import func, select, update
 
 from producer.client import BatchOptions
 from producer.embedded import Embedded
-from ry_helpers import make_config, quiet_farm
 from shared.models import JobSpec
 from shared.settings import Settings
 from shared.store import Store, queries
@@ -42,8 +42,9 @@ async def test_batch_budget_is_never_overspent_and_the_rest_is_held(
     farm = quiet_farm()
     limit = Decimal("0.002")
     specs = [JobSpec(prompt=f"Summarise item {i} in detail.", max_tokens=200) for i in range(120)]
-    async with Embedded(settings, make_config(), farm=farm, redis=real_redis, store=sqlite_store,
-                        max_in_flight=64) as emb:
+    async with Embedded(
+        settings, make_config(), farm=farm, redis=real_redis, store=sqlite_store, max_in_flight=64
+    ) as emb:
         report = await emb.producer.submit_specs(specs, BatchOptions(max_total_cost=limit))
         assert report.batch_id
         counts = await _settled(sqlite_store, report.batch_id, 120)
@@ -52,7 +53,9 @@ async def test_batch_budget_is_never_overspent_and_the_rest_is_held(
         # the ledger's total for the batch is within its budget, to the nano-dollar
         attempts = Attempt.__table__  # type: ignore[attr-defined]
         ledger = await sqlite_store.read(
-            lambda c: c.execute(select(func.sum(attempts.c.cost)).where(attempts.c.batch_id == report.batch_id)).scalar()
+            lambda c: c.execute(
+                select(func.sum(attempts.c.cost)).where(attempts.c.batch_id == report.batch_id)
+            ).scalar()
         )
         assert ledger is not None and ledger <= limit and batch["cost_total"] == ledger
         assert counts["succeeded"] > 0 and counts["budget_exhausted"] > 0
@@ -65,7 +68,9 @@ async def test_batch_budget_is_never_overspent_and_the_rest_is_held(
         # the owner raises the budget: the sweeper resumes the held jobs and they complete
         batches = Batch.__table__  # type: ignore[attr-defined]
         sqlite_store.write_sync(
-            lambda c, d: c.execute(update(batches).where(batches.c.id == report.batch_id).values(max_total_cost=Decimal(10)))
+            lambda c, d: c.execute(
+                update(batches).where(batches.c.id == report.batch_id).values(max_total_cost=Decimal(10))
+            )
         )
         rt = emb.worker.runtime
         assert rt is not None

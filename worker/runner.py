@@ -108,7 +108,7 @@ class JobRunner:
             seed=job_seed(job.id, self.routing.seed),
         )
         if not the_plan.candidates:
-            if the_plan.only_transient_exclusions:
+            if the_plan.only_transient_exclusions and self._may_wait_for_recovery(job):
                 return Deferred(DEFER_ON_NO_ROUTE_S, "every allowed endpoint is unhealthy or out of budget")
             return await self._fail(job, ErrorClass.NO_ROUTE, str(the_plan.error()))
         run = _Run(
@@ -122,9 +122,15 @@ class JobRunner:
         )
         return await self._execute(run)
 
+    def _may_wait_for_recovery(self, job: ClaimedJob) -> bool:
+        """An outage is waited out for `outage_wait_s` from the job's first claim, then the job fails."""
+        first = job.started_at or job.created_at
+        return (utcnow() - first).total_seconds() < self.routing.outage_wait_s
+
     async def _execute(self, run: _Run) -> Outcome:
         last: ProviderError | None = None
         waits: list[float] = []
+        outage_waits: list[float] = []
         budget: Denial | None = None
         min_context = 0
         for cand in run.plan.candidates:
@@ -153,8 +159,10 @@ class JobRunner:
                         await self._call(run, cand, credential)
                         return Done()
             except _Denied as d:
-                if d.denial.kind in ("health", "rate"):
+                if d.denial.kind == "rate":
                     waits.append(d.denial.wait_s)
+                elif d.denial.kind == "health":
+                    outage_waits.append(d.denial.wait_s)
                 elif d.denial.kind == "budget":
                     budget = d.denial
             except _OutOfAttempts:
@@ -172,6 +180,8 @@ class JobRunner:
                     waits.append(e.retry_after or 1.0)
             if utcnow() >= run.deadline:
                 return await self._fail(run.job, ErrorClass.DEADLINE, "deadline passed while retrying")
+        if outage_waits and self._may_wait_for_recovery(run.job):
+            waits += outage_waits
         return await self._nothing_served(run, last, waits, budget)
 
     async def _nothing_served(

@@ -65,6 +65,7 @@ _CLAIM = (
         jobs.c.created_at,
         jobs.c.deadline_at,
         jobs.c.cost,
+        jobs.c.started_at,
     )
 )
 _ABANDON = (

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -118,3 +120,56 @@ def batch_breakdown(batch_id: str) -> Callable[[Connection], list[dict[str, Any]
 
 def spec_of(row: dict[str, Any]) -> dict[str, Any]:
     return json.loads(row["spec"])  # type: ignore[no-any-return]
+
+
+@dataclass
+class FailureGroup:
+    error_class: str | None
+    provider: str | None
+    model: str | None
+    count: int = 0
+    http_status: Counter[int] = field(default_factory=Counter)
+    samples: list[str] = field(default_factory=list)
+    job_ids: list[str] = field(default_factory=list)
+
+
+def failures(
+    *, batch_id: str | None = None, since: Any = None, samples: int = 3
+) -> Callable[[Connection], list[FailureGroup]]:
+    """Dead letters: failed jobs grouped by error class and the endpoint of their last call, largest group
+    first, with a few sample messages — so "429 from provider X" is visible at a glance."""
+
+    def q(conn: Connection) -> list[FailureGroup]:
+        last_seq = (
+            select(attempts.c.job_id, func.max(attempts.c.seq).label("seq")).group_by(attempts.c.job_id).subquery()
+        )
+        last = (
+            select(attempts.c.job_id, attempts.c.provider, attempts.c.model, attempts.c.http_status)
+            .join(last_seq, (last_seq.c.job_id == attempts.c.job_id) & (last_seq.c.seq == attempts.c.seq))
+            .subquery()
+        )
+        cols = (jobs.c.id, jobs.c.error_class, jobs.c.error_message, last.c.provider, last.c.model, last.c.http_status)
+        stmt = (
+            select(*cols)
+            .select_from(jobs.outerjoin(last, last.c.job_id == jobs.c.id))
+            .where(jobs.c.state == JobState.FAILED.value)
+        )
+        if batch_id is not None:
+            stmt = stmt.where(jobs.c.batch_id == batch_id)
+        if since is not None:
+            stmt = stmt.where(jobs.c.finished_at >= since)
+        groups: dict[tuple[Any, ...], FailureGroup] = {}
+        for r in conn.execute(stmt):
+            g = groups.setdefault(
+                (r.error_class, r.provider, r.model), FailureGroup(r.error_class, r.provider, r.model)
+            )
+            g.count += 1
+            if r.http_status is not None:
+                g.http_status[r.http_status] += 1
+            if len(g.samples) < samples and r.error_message and r.error_message not in g.samples:
+                g.samples.append(r.error_message)
+            if len(g.job_ids) < samples:
+                g.job_ids.append(r.id)
+        return sorted(groups.values(), key=lambda g: -g.count)
+
+    return q

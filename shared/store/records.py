@@ -23,6 +23,8 @@ class ClaimedJob:
     deadline_at: datetime | None
     cost: Decimal | None = None
     """Cost of the calls made for the job so far (earlier runs)."""
+    started_at: datetime | None = None
+    """When a worker first claimed the job."""
 
 
 @dataclass(slots=True, frozen=True)
