@@ -28,6 +28,7 @@ from shared.models import Message
 from worker.farm import Farm, FarmConfig, ProviderBehaviour
 from worker.providers import ADAPTERS, ChatRequest, Credential
 from worker.providers.openai_compat import parse_duration
+from worker.providers.transport import AiohttpSender, HttpxSender
 
 SECRET = "sk-live-abcdefghijklmnopqrstuvwxyz0123456789"
 CRED = Credential(secret=SECRET, ref="pooled:test")
@@ -57,7 +58,7 @@ def _endpoint(wire: str, model: str = "m-1", ctx: int = 8000) -> Endpoint:
 
 def _adapter(wire: str, transport: httpx.AsyncBaseTransport, base: str, timeout_s: float = 5.0) -> Any:
     cfg = ProviderConfig(wire=wire, base_url=base, timeout_s=timeout_s)  # type: ignore[arg-type]
-    return ADAPTERS[wire]("p", cfg, httpx.AsyncClient(transport=transport), base)
+    return ADAPTERS[wire]("p", cfg, HttpxSender(httpx.AsyncClient(transport=transport)), base)
 
 
 @pytest.mark.parametrize("wire", ["openai", "anthropic", "gemini"])
@@ -163,13 +164,25 @@ async def test_a_hung_provider_is_cut_at_the_timeout() -> None:
 
 
 async def test_connection_refused_is_a_connection_failure() -> None:
-    from worker.runtime import http_client
-
     cfg = ProviderConfig(base_url="http://127.0.0.1:9", timeout_s=2)
-    adapter = ADAPTERS["openai"]("p", cfg, http_client(), "http://127.0.0.1:9/v1")
+    adapter = ADAPTERS["openai"]("p", cfg, AiohttpSender(), "http://127.0.0.1:9/v1")
     with pytest.raises(ConnectionFailed):
         await adapter.complete(_endpoint("openai"), _request(), CRED)
-    await adapter.client.aclose()
+    await adapter.sender.aclose()
+
+
+async def test_the_network_sender_talks_to_a_farm_over_loopback_and_times_out() -> None:
+    from ry_helpers import farm_in_thread
+
+    farm = Farm(FarmConfig(providers={"p": ProviderBehaviour(), "slow": ProviderBehaviour(p_hang=1.0, hang_s=30)}))
+    with farm_in_thread(farm) as url:
+        ok = ADAPTERS["openai"]("p", ProviderConfig(base_url=url), AiohttpSender(), f"{url}/p/v1")
+        result = await ok.complete(_endpoint("openai"), _request(), CRED)
+        assert result.output_tokens > 0 and result.request_id
+        slow = ADAPTERS["openai"]("slow", ProviderConfig(base_url=url, timeout_s=0.3), ok.sender, f"{url}/slow/v1")
+        with pytest.raises(ProviderTimeout):
+            await slow.complete(_endpoint("openai"), _request(), CRED)
+        await ok.sender.aclose()
 
 
 async def test_openai_rate_limit_headers_are_read() -> None:

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 
 from shared.catalog import Endpoint
+from shared.coalesce import ScriptCoalescer
 from shared.config import CircuitConfig, WorkerConfig
 from shared.errors import ErrorClass, ProviderError
 from shared.money import to_nanos
@@ -97,6 +98,7 @@ class Admission:
         self.worker = worker
         self._admit = redis.register_script(_lua("admit"))
         self._settle = redis.register_script(_lua("settle"))
+        self._batched = ScriptCoalescer(redis)
         self._circuit_args = [
             circuits.consecutive_failures,
             circuits.failure_rate,
@@ -137,7 +139,7 @@ class Admission:
             ]
             for s in scopes:
                 args += [s.name, to_nanos(s.limit), s.period, inits.get(s.name, -1)]
-            res = await self._admit(keys=[], args=args)
+            res = await self._batched.call(self._admit, args)
             if int(res[0]) == 1:
                 return Ticket(attempt_id, endpoint.slug, bucket, nanos, [s.name for s in scopes], bool(int(res[1])))
             kind = _s(res[1])
@@ -183,7 +185,7 @@ class Admission:
             *ticket.scopes,
             *self._circuit_args,
         ]
-        result = _s(await self._settle(keys=[], args=args))
+        result = _s(await self._batched.call(self._settle, args))
         if result == "opened":
             log.warning("circuit opened for %s after %s", ticket.slug, error.message if error else "failures")
         elif result == "closed":

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import httpx
 from sqlalchemy import Connection, select
 
 from shared.catalog import Catalog
@@ -23,6 +22,7 @@ from shared.tables import Batch
 from worker.admission import Admission, BudgetScope
 from worker.credentials import CredentialSource
 from worker.providers import ProviderAdapter
+from worker.providers.transport import Sender
 from worker.router import LiveState
 from worker.stats import EndpointStatsBook
 
@@ -42,7 +42,7 @@ class Runtime:
     credentials: CredentialSource
     worker_id: str
     admission: Admission
-    clients: list[httpx.AsyncClient] = field(default_factory=list)
+    clients: list[Sender] = field(default_factory=list)
     farm: Any = None
     """The in-process simulated farm, when `sim://` providers are served in process."""
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
@@ -51,6 +51,8 @@ class Runtime:
     """Told of every terminal write that won (webhooks, metrics)."""
     unhealthy: frozenset[str] = frozenset()
     """Endpoints with an open circuit, refreshed from Redis by the dispatcher."""
+    call_slots: asyncio.Semaphore | None = None
+    """Bounds provider calls in flight (the worker's concurrency); jobs being claimed or recorded hold none."""
     _batch_limits: dict[str, tuple[float, Decimal | None]] = field(default_factory=dict)
 
     @property

@@ -1,4 +1,4 @@
-"""The dispatch loop: keep up to `max_in_flight` jobs running in this process.
+"""The dispatch loop: keep up to `max_in_flight` provider calls running in this process.
 
     claim (one Lua call for many jobs) → mark them running in the store (one statement) → a task each
     → the runner records the outcome → ack (batched ZREMs) or defer (the lease moves to later)
@@ -49,7 +49,10 @@ class Dispatcher:
         self.rt = rt
         self.queue = rt.queue
         self.runner = JobRunner(rt)
-        self.max_in_flight = max_in_flight
+        # `max_in_flight` provider calls at a time; half as many again are held so that claiming, planning and
+        # recording overlap with calls instead of leaving call slots idle between a job's end and the next start
+        rt.call_slots = asyncio.Semaphore(max_in_flight)
+        self.max_in_flight = max_in_flight + max(4, max_in_flight // 2)
         self.in_flight: dict[str, tuple[int, asyncio.Task[None]]] = {}
         self.stats = DispatchStats()
         self._slot_freed = asyncio.Event()
@@ -57,6 +60,7 @@ class Dispatcher:
         self._handing_back: set[str] = set()
         self._ack_buffer: list[tuple[int, str]] = []
         self._ack_scheduled = False
+        self._background: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
         self._health_task: asyncio.Task[None] | None = None
@@ -108,7 +112,7 @@ class Dispatcher:
 
     async def _start(self, items: list[tuple[int, str]]) -> None:
         self.stats.claimed += len(items)
-        claimed = await self.rt.store.write(ops.claim_jobs([i for _, i in items], self.rt.worker_id))
+        claimed = await self.rt.store.write(ops.claim_jobs([i for _, i in items], self.rt.worker_id), urgent=True)
         by_id = {c.id: c for c in claimed}
         dropped = [(p, i) for p, i in items if i not in by_id]
         if dropped:
@@ -173,7 +177,12 @@ class Dispatcher:
         self._ack_buffer.append((p, job_id))
         if not self._ack_scheduled:
             self._ack_scheduled = True
-            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._flush_acks()))
+            asyncio.get_running_loop().call_soon(self._flush_acks_soon)
+
+    def _flush_acks_soon(self) -> None:
+        task = asyncio.ensure_future(self._flush_acks())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _flush_acks(self) -> None:
         self._ack_scheduled = False

@@ -146,18 +146,9 @@ class JobRunner:
             credential = self.rt.credentials.pooled(cand.endpoint.provider)
             if credential is None:
                 continue
-            retrying = AsyncRetrying(
-                stop=stop_after_attempt(self.routing.retries_per_endpoint + 1) | _past(run.deadline),
-                wait=wait_provider_hint(),
-                retry=retry_if_exception(lambda e: isinstance(e, ProviderError) and action_for(e) is Action.RETRY),
-                sleep=self.rt.sleep,
-                reraise=True,
-            )
             try:
-                async for attempt in retrying:
-                    with attempt:
-                        await self._call(run, cand, credential)
-                        return Done()
+                await self._call_with_retries(run, cand, credential)
+                return Done()
             except _Denied as d:
                 if d.denial.kind == "rate":
                     waits.append(d.denial.wait_s)
@@ -183,6 +174,29 @@ class JobRunner:
         if outage_waits and self._may_wait_for_recovery(run.job):
             waits += outage_waits
         return await self._nothing_served(run, last, waits, budget)
+
+    async def _call_with_retries(self, run: _Run, cand: Candidate, credential: Credential) -> None:
+        """Call `cand`, retrying transient errors with tenacity's backoff. The first try goes without a
+        retry controller: nearly every call succeeds first time, and building one per job costs more than
+        the call's own bookkeeping."""
+        try:
+            await self._call(run, cand, credential)
+            return
+        except ProviderError as e:
+            if action_for(e) is not Action.RETRY or self.routing.retries_per_endpoint == 0:
+                raise
+            first = e
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.routing.retries_per_endpoint) | _past(run.deadline),
+            wait=wait_provider_hint(),
+            retry=retry_if_exception(lambda e: isinstance(e, ProviderError) and action_for(e) is Action.RETRY),
+            sleep=self.rt.sleep,
+            reraise=True,
+        )
+        await self.rt.sleep(retrying.wait(_state_after(first)))
+        async for attempt in retrying:
+            with attempt:
+                await self._call(run, cand, credential)
 
     async def _nothing_served(
         self, run: _Run, last: ProviderError | None, waits: list[float], budget: Denial | None
@@ -248,7 +262,7 @@ class JobRunner:
             started_at=utcnow(),
             api_key_id=job.api_key_id,
         )
-        await self.rt.store.write(ops.start_attempt(started))
+        await self.rt.store.write(ops.start_attempt(started), urgent=True)
         request = ChatRequest(
             messages=run.spec.chat_messages(),
             max_tokens=run.plan.max_tokens,
@@ -258,7 +272,11 @@ class JobRunner:
         )
         adapter = self.rt.adapters[ep.provider]
         try:
-            result = await adapter.complete(ep, request, credential)
+            if self.rt.call_slots is None:
+                result = await adapter.complete(ep, request, credential)
+            else:
+                async with self.rt.call_slots:
+                    result = await adapter.complete(ep, request, credential)
         except ProviderError as e:
             finished = utcnow()
             self.rt.stats.observe_failure(ep.slug)
@@ -326,6 +344,13 @@ class _past(stop_base):
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         return utcnow() >= self.deadline
+
+
+def _state_after(error: BaseException) -> RetryCallState:
+    """A tenacity call state for the wait that follows a first failed try (attempt 1)."""
+    state = RetryCallState(retry_object=AsyncRetrying(), fn=None, args=(), kwargs={})
+    state.set_exception((type(error), error, error.__traceback__))
+    return state
 
 
 def _ms(a: datetime, b: datetime) -> int:

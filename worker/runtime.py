@@ -1,9 +1,8 @@
-"""Building a worker's runtime: adapters and their HTTP clients, credentials, the in-process farm.
+"""Building a worker's runtime: adapters and their senders, credentials, the in-process farm.
 
-HTTP: real providers (and a farm reached over loopback) share one httpx client on an aiohttp transport —
-httpx's own connection pool collapses at hundreds of requests in flight (measured: 16% of the ideal rate
-at 500 in flight), the aiohttp transport keeps the httpx API at ~87%. `sim://` providers without
-`ROUTEYARD_SIM_URL` go through `httpx.ASGITransport` straight into an in-process farm: same adapter code.
+HTTP: real providers (and a farm reached over loopback) share one aiohttp session (see
+`worker/providers/transport.py` for why); `sim://` providers without `ROUTEYARD_SIM_URL` go through
+`httpx.ASGITransport` straight into an in-process farm. The adapters are the same either way.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from worker.admission import Admission
 from worker.context import Runtime
 from worker.credentials import CredentialSource
 from worker.providers import ADAPTERS, ProviderAdapter
+from worker.providers.transport import AiohttpSender, HttpxSender, Sender
 
 FARM_HOST = "http://farm"
 
@@ -37,13 +37,6 @@ def sim_name(base_url: str) -> str:
 
 def _sim_base(root: str, name: str, wire: str) -> str:
     return f"{root.rstrip('/')}/{name}" + ("/v1" if wire == "openai" else "")
-
-
-def http_client(max_connections: int = 2048) -> httpx.AsyncClient:
-    from httpx_aiohttp import AiohttpTransport
-
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    return httpx.AsyncClient(transport=AiohttpTransport(limits=limits), limits=limits)
 
 
 def farm_config_for(catalog: Catalog, overrides: Any = None, *, latency_ms: float = 80.0) -> Any:
@@ -89,9 +82,9 @@ def build_runtime(
     config when needed and not given)."""
     catalog = Catalog.from_config(config)
     queue.lease_ms = int(config.worker.lease_s * 1000)
-    clients: list[httpx.AsyncClient] = []
-    network: httpx.AsyncClient | None = None
-    asgi: httpx.AsyncClient | None = None
+    clients: list[Sender] = []
+    network: Sender | None = None
+    asgi: Sender | None = None
     adapters: dict[str, ProviderAdapter] = {}
     for name, prov in config.providers.items():
         if prov.simulated and settings.sim_url is None:
@@ -101,20 +94,20 @@ def build_runtime(
                 overrides = FarmConfig.from_toml(settings.farm_config_path) if settings.farm_config_path else None
                 farm = Farm(farm_config_for(catalog, overrides))
             if asgi is None:
-                asgi = httpx.AsyncClient(transport=httpx.ASGITransport(app=farm))
+                asgi = HttpxSender(httpx.AsyncClient(transport=httpx.ASGITransport(app=farm)))
                 clients.append(asgi)
-            client, base = asgi, _sim_base(FARM_HOST, sim_name(prov.base_url), prov.wire)
+            sender, base = asgi, _sim_base(FARM_HOST, sim_name(prov.base_url), prov.wire)
         else:
             if network is None:
-                network = http_client(max_connections)
+                network = AiohttpSender(max_connections)
                 clients.append(network)
             base = (
                 _sim_base(settings.sim_url, sim_name(prov.base_url), prov.wire)
                 if prov.simulated and settings.sim_url
                 else prov.base_url
             )
-            client = network
-        adapters[name] = ADAPTERS[prov.wire](name, prov, client, base)
+            sender = network
+        adapters[name] = ADAPTERS[prov.wire](name, prov, sender, base)
     return Runtime(
         settings=settings,
         config=config,

@@ -41,9 +41,9 @@ class Store:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    async def write(self, op: Operation[T]) -> T:
-        """Run a write operation in the next group transaction."""
-        return await self.writer.run(op)
+    async def write(self, op: Operation[T], *, urgent: bool = False) -> T:
+        """Run a write operation in the next group transaction (`urgent`: ahead of the backlog)."""
+        return await self.writer.run(op, urgent=urgent)
 
     async def read(self, query: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()

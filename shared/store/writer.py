@@ -121,11 +121,12 @@ def complete_if_done(conn: Connection, batch_ids: list[str]) -> list[str]:
 
 
 class GroupCommitWriter:
-    def __init__(self, engine: Engine, *, max_batch: int = 1000) -> None:
+    def __init__(self, engine: Engine, *, max_batch: int = 400) -> None:
         self._engine = engine
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._max_batch = max_batch
         self._pending: list[_Pending[Any]] = []
+        self._urgent: list[_Pending[Any]] = []
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self.on_batches_completed: Callable[[list[str]], None] | None = None
@@ -133,14 +134,18 @@ class GroupCommitWriter:
         self.transactions = 0
         self.operations = 0
 
-    async def run(self, op: Operation[T]) -> T:
-        """Run `op(conn, deltas)` inside the next shared transaction; resolves once it has committed."""
+    async def run(self, op: Operation[T], *, urgent: bool = False) -> T:
+        """Run `op(conn, deltas)` inside the next shared transaction; resolves once it has committed.
+
+        `urgent` writes (claims, attempts about to be called) go ahead of the backlog: they gate provider
+        calls, while the rest (answers being recorded) only gate bookkeeping. Order among writes of one job
+        is kept by its caller awaiting each write before making the next."""
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
             self._wakeup = asyncio.Event()
             self._task = loop.create_task(self._flush_forever(), name="store-writer")
         fut: asyncio.Future[T] = loop.create_future()
-        self._pending.append(_Pending(op, fut))
+        (self._urgent if urgent else self._pending).append(_Pending(op, fut))
         assert self._wakeup is not None
         self._wakeup.set()
         return await fut
@@ -151,8 +156,10 @@ class GroupCommitWriter:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._pending:
-                chunk, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+            while self._urgent or self._pending:
+                room = max(0, self._max_batch - len(self._urgent))
+                chunk = self._urgent + self._pending[:room]
+                self._urgent, self._pending = [], self._pending[room:]
                 try:
                     outcomes, completed = await loop.run_in_executor(self._executor, self._apply, [p.op for p in chunk])
                 except BaseException as e:  # the executor itself failed: fail the waiters, keep serving

@@ -5,14 +5,14 @@ shape so results files look the same whoever answered."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
-
-import httpx
 
 from shared.catalog import Endpoint
 from shared.errors import BadResponse, ContextLengthExceeded, ProviderError, UpstreamError
 from worker.providers.base import ChatRequest, ChatResult, Credential, ProviderAdapter, RateLimitInfo
+from worker.providers.transport import RawResponse
 
 ANTHROPIC_VERSION = "2023-06-01"
 _STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
@@ -68,7 +68,7 @@ class AnthropicAdapter(ProviderAdapter):
         }
         return f"{self.base_url}/v1/messages", headers, body
 
-    def _parse(self, endpoint: Endpoint, data: Any, response: httpx.Response) -> ChatResult:
+    def _parse(self, endpoint: Endpoint, data: Any, response: RawResponse) -> ChatResult:
         try:
             blocks = data["content"]
             usage = data["usage"]
@@ -102,10 +102,10 @@ class AnthropicAdapter(ProviderAdapter):
             output_tokens=output_tokens,
             cached_tokens=cached,
             request_id=self._request_id(response.headers) or data.get("id"),
-            status_code=response.status_code,
+            status_code=response.status,
         )
 
-    def _classify(self, status: int, code: str | None, message: str, response: httpx.Response) -> ProviderError:
+    def _classify(self, status: int, code: str | None, message: str, response: RawResponse) -> ProviderError:
         err = super()._classify(status, code, message, response)
         if status == 400 and "prompt is too long" in message:
             return ContextLengthExceeded(message, status_code=status, request_id=err.request_id)
@@ -113,7 +113,7 @@ class AnthropicAdapter(ProviderAdapter):
             return UpstreamError(message, status_code=status, retry_after=err.retry_after, request_id=err.request_id)
         return err
 
-    def _rate_limits(self, headers: httpx.Headers) -> RateLimitInfo | None:
+    def _rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
         if "anthropic-ratelimit-requests-limit" not in headers and "anthropic-ratelimit-tokens-limit" not in headers:
             return None
         return RateLimitInfo(

@@ -9,26 +9,19 @@ calls: the runner does, from the error class.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import httpx
-
 from shared.catalog import Endpoint
 from shared.config import ProviderConfig
-from shared.errors import (
-    BadResponse,
-    ConnectionFailed,
-    ProviderError,
-    ProviderTimeout,
-    error_for_status,
-)
+from shared.errors import BadResponse, ProviderError, error_for_status
 from shared.models import Message
 from shared.redaction import redact
+from worker.providers.transport import RawResponse, Sender
 
 
 @dataclass(slots=True)
@@ -79,53 +72,49 @@ class Credential:
 class ProviderAdapter(ABC):
     wire: ClassVar[str]
 
-    def __init__(self, name: str, config: ProviderConfig, client: httpx.AsyncClient, base_url: str) -> None:
+    def __init__(self, name: str, config: ProviderConfig, sender: Sender, base_url: str) -> None:
         self.name = name
         self.config = config
-        self.client = client
+        self.sender = sender
         self.base_url = base_url.rstrip("/")
 
     async def complete(self, endpoint: Endpoint, request: ChatRequest, credential: Credential) -> ChatResult:
-        """One call. Bounded by the provider's timeout even if the transport ignores its own timeouts."""
+        """One call, bounded by the provider's timeout."""
         url, headers, payload = self._build(endpoint, request, credential)
         headers.update(self.config.headers)
         headers["x-routeyard-job-id"] = request.job_id
         headers["x-routeyard-attempt-id"] = request.attempt_id
         started = time.perf_counter()
-        response = await self._send(url, headers, payload, credential)
+        try:
+            response = await self.sender.post(
+                url,
+                headers,
+                json.dumps(payload).encode(),
+                timeout_s=self.config.timeout_s,
+                connect_timeout_s=self.config.connect_timeout_s,
+            )
+        except ProviderError as e:
+            e.message = redact(f"{self.name}: {e.message}", [credential.secret])
+            e.args = (e.message,)
+            raise
         latency_ms = int((time.perf_counter() - started) * 1000)
-        if response.status_code >= 400:
+        if response.status >= 400:
             raise self._error(response, credential)
         try:
-            data = json.loads(response.content)
+            data = json.loads(response.body)
         except ValueError as e:
-            raise BadResponse(f"{self.name}: answer is not JSON", status_code=response.status_code) from e
+            raise BadResponse(f"{self.name}: answer is not JSON", status_code=response.status) from e
         result = self._parse(endpoint, data, response)
         result.latency_ms = latency_ms
         result.rate_limits = self._rate_limits(response.headers)
         return result
 
-    async def _send(
-        self, url: str, headers: dict[str, str], payload: dict[str, Any], credential: Credential
-    ) -> httpx.Response:
-        timeout = httpx.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s)
-        try:
-            async with asyncio.timeout(self.config.timeout_s + 1):
-                return await self.client.post(url, headers=headers, content=json.dumps(payload), timeout=timeout)
-        except (TimeoutError, httpx.TimeoutException) as e:
-            if _refused(e):
-                raise ConnectionFailed(f"{self.name}: connection refused or unreachable") from None
-            raise ProviderTimeout(f"{self.name}: no answer within {self.config.timeout_s:g}s") from None
-        except httpx.HTTPError as e:
-            raise ConnectionFailed(f"{self.name}: {type(e).__name__}: {redact(str(e), [credential.secret])}") from None
-
-    def _error(self, response: httpx.Response, credential: Credential) -> ProviderError:
+    def _error(self, response: RawResponse, credential: Credential) -> ProviderError:
         message, code = self._error_message(response)
-        message = redact(f"{self.name} answered {response.status_code}: {message}", [credential.secret])
-        err = self._classify(response.status_code, code, message, response)
-        return err
+        message = redact(f"{self.name} answered {response.status}: {message}", [credential.secret])
+        return self._classify(response.status, code, message, response)
 
-    def _classify(self, status: int, code: str | None, message: str, response: httpx.Response) -> ProviderError:
+    def _classify(self, status: int, code: str | None, message: str, response: RawResponse) -> ProviderError:
         return error_for_status(
             status,
             message,
@@ -133,23 +122,22 @@ class ProviderAdapter(ABC):
             request_id=self._request_id(response.headers),
         )
 
-    def _error_message(self, response: httpx.Response) -> tuple[str, str | None]:
+    def _error_message(self, response: RawResponse) -> tuple[str, str | None]:
         """The provider's own error message and code, if the body carries them."""
         try:
-            data = json.loads(response.content)
+            data = json.loads(response.body)
         except ValueError:
-            return response.text[:300] or response.reason_phrase, None
+            return response.body[:300].decode(errors="replace") or response.reason, None
         err = data.get("error") if isinstance(data, dict) else None
         if isinstance(err, dict):
             code = err.get("code") or err.get("type") or err.get("status")
             return str(err.get("message", ""))[:500], None if code is None else str(code)
         return str(data)[:300], None
 
-    def _request_id(self, headers: httpx.Headers) -> str | None:
-        value: str | None = headers.get("x-request-id") or headers.get("request-id")
-        return value
+    def _request_id(self, headers: Mapping[str, str]) -> str | None:
+        return headers.get("x-request-id") or headers.get("request-id")
 
-    def _rate_limits(self, headers: httpx.Headers) -> RateLimitInfo | None:
+    def _rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
         return None
 
     @abstractmethod
@@ -159,18 +147,11 @@ class ProviderAdapter(ABC):
         """URL, headers and JSON body of the call."""
 
     @abstractmethod
-    def _parse(self, endpoint: Endpoint, data: Any, response: httpx.Response) -> ChatResult:
+    def _parse(self, endpoint: Endpoint, data: Any, response: RawResponse) -> ChatResult:
         """The provider's answer as a ChatResult; raise BadResponse when it does not fit."""
 
 
-def _refused(e: BaseException) -> bool:
-    """The aiohttp transport reports a refused connection as `httpx.ConnectTimeout`; its cause tells."""
-    import aiohttp
-
-    return isinstance(e.__cause__, aiohttp.ClientConnectorError)
-
-
-def retry_after_seconds(headers: httpx.Headers) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """`retry-after-ms` (OpenAI, Anthropic) wins over `retry-after` (seconds, or an HTTP date)."""
     ms = headers.get("retry-after-ms")
     if ms is not None:

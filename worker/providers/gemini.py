@@ -7,11 +7,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import httpx
-
 from shared.catalog import Endpoint
 from shared.errors import BadResponse, ContextLengthExceeded, ProviderError
 from worker.providers.base import ChatRequest, ChatResult, Credential, ProviderAdapter
+from worker.providers.transport import RawResponse
 
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter"}
 _CONFIG = {
@@ -48,7 +47,7 @@ class GeminiAdapter(ProviderAdapter):
         url = f"{self.base_url}/v1beta/models/{endpoint.upstream_model}:generateContent"
         return url, headers, body
 
-    def _parse(self, endpoint: Endpoint, data: Any, response: httpx.Response) -> ChatResult:
+    def _parse(self, endpoint: Endpoint, data: Any, response: RawResponse) -> ChatResult:
         try:
             candidate = data["candidates"][0]
             parts = candidate.get("content", {}).get("parts", [])
@@ -83,10 +82,10 @@ class GeminiAdapter(ProviderAdapter):
             output_tokens=output_tokens,
             cached_tokens=cached,
             request_id=data.get("responseId"),
-            status_code=response.status_code,
+            status_code=response.status,
         )
 
-    def _classify(self, status: int, code: str | None, message: str, response: httpx.Response) -> ProviderError:
+    def _classify(self, status: int, code: str | None, message: str, response: RawResponse) -> ProviderError:
         err = super()._classify(status, code, message, response)
         lowered = message.lower()
         if status == 400 and ("token count" in lowered or ("context" in lowered and "exceed" in lowered)):

@@ -4,13 +4,13 @@ and the many hosts that copy the format. Base URL convention as in the OpenAI SD
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
-
-import httpx
 
 from shared.catalog import Endpoint
 from shared.errors import BadResponse, ContextLengthExceeded, ProviderError
 from worker.providers.base import ChatRequest, ChatResult, Credential, ProviderAdapter, RateLimitInfo
+from worker.providers.transport import RawResponse
 
 # OpenAI's reasoning models refuse `max_tokens` and want `max_completion_tokens`.
 _COMPLETION_TOKENS_MODELS = re.compile(r"^(o\d|gpt-5)")
@@ -56,7 +56,7 @@ class OpenAICompatAdapter(ProviderAdapter):
         headers = {"authorization": f"Bearer {credential.secret}", "content-type": "application/json"}
         return f"{self.base_url}/chat/completions", headers, body
 
-    def _parse(self, endpoint: Endpoint, data: Any, response: httpx.Response) -> ChatResult:
+    def _parse(self, endpoint: Endpoint, data: Any, response: RawResponse) -> ChatResult:
         try:
             choices = data["choices"]
             usage = data["usage"]
@@ -74,16 +74,16 @@ class OpenAICompatAdapter(ProviderAdapter):
             output_tokens=output_tokens,
             cached_tokens=cached,
             request_id=self._request_id(response.headers) or data.get("id"),
-            status_code=response.status_code,
+            status_code=response.status,
         )
 
-    def _classify(self, status: int, code: str | None, message: str, response: httpx.Response) -> ProviderError:
+    def _classify(self, status: int, code: str | None, message: str, response: RawResponse) -> ProviderError:
         err = super()._classify(status, code, message, response)
         if status == 400 and (code == "context_length_exceeded" or "maximum context length" in message):
             return ContextLengthExceeded(message, status_code=status, request_id=err.request_id)
         return err
 
-    def _rate_limits(self, headers: httpx.Headers) -> RateLimitInfo | None:
+    def _rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
         if "x-ratelimit-limit-requests" not in headers and "x-ratelimit-limit-tokens" not in headers:
             return None
         return RateLimitInfo(
