@@ -18,8 +18,10 @@ from typing import Any, BinaryIO
 
 from sqlalchemy import Connection, insert, update
 
+from producer.admission import KeyGate, admit
 from producer.ingest import Line, LineError, read_lines
 from producer.validate import SpecChecker
+from shared.auth import Principal
 from shared.catalog import Catalog
 from shared.errors import InputError
 from shared.ids import batch_id as new_batch_id
@@ -57,6 +59,10 @@ class BatchOptions:
     metadata: dict[str, str] | None = None
     webhook_url: str | None = None
     api_key_id: str | None = None
+    """The router key submitting: the key must be usable and under its limit, and each line within what it
+    allows (`producer.admission`); refusals raise `shared.keys.KeyRefused` or become line errors."""
+    principal: Principal | None = None
+    """Who is submitting (the gateway's authenticated caller); gives `api_key_id` when that is unset."""
     source: str | None = None
     strict: bool = False
     """All-or-nothing: one bad line rejects the whole file."""
@@ -79,9 +85,11 @@ class Producer:
         options = options or BatchOptions()
         options.source = options.source or str(path)
         if options.strict:
+            gate = await self._admit(options)
             with open(path, "rb") as f:  # noqa: ASYNC230 - submission reads its file line by line; nothing else waits
-                errors = [e for e in self._checked(read_lines(f), set()) if isinstance(e, LineError)]
+                errors = [e for e in self._checked(read_lines(f), set(), gate) if isinstance(e, LineError)]
             if errors:
+                await self._flush_refusals(gate, None)
                 return SubmitReport(None, 0, errors, rejected_all=True)
         with open(path, "rb") as f:  # noqa: ASYNC230 - as above; each chunk awaits the store and Redis
             return await self.submit_lines(read_lines(f), options, progress)
@@ -89,9 +97,11 @@ class Producer:
     async def submit_stream(self, stream: BinaryIO, options: BatchOptions | None = None) -> SubmitReport:
         options = options or BatchOptions()
         if options.strict:
+            gate = await self._admit(options)
             lines = list(read_lines(stream))
-            errors = [e for e in self._checked(iter(lines), set()) if isinstance(e, LineError)]
+            errors = [e for e in self._checked(iter(lines), set(), gate) if isinstance(e, LineError)]
             if errors:
+                await self._flush_refusals(gate, None)
                 return SubmitReport(None, 0, errors, rejected_all=True)
             return await self.submit_lines(iter(lines), options)
         return await self.submit_lines(read_lines(stream), options)
@@ -104,13 +114,14 @@ class Producer:
     ) -> SubmitReport:
         if options.default_class is not None and options.default_class not in self.catalog.classes:
             raise InputError(f"unknown class {options.default_class!r}", code="unknown_class")
+        gate = await self._admit(options)
         now = utcnow()
         bid = new_batch_id()
         report = SubmitReport(bid)
         await self.store.write_direct(self._insert_batch(bid, options, now))
         seen: set[str] = set()
         chunk: list[dict[str, Any]] = []
-        for item in self._checked(iter(lines), seen):
+        for item in self._checked(iter(lines), seen, gate):
             if isinstance(item, LineError):
                 report.errors.append(item)
                 continue
@@ -125,11 +136,27 @@ class Producer:
             await self._flush(bid, chunk, options)
             report.accepted += len(chunk)
         await self.store.write_direct(self._seal(bid, report.rejected))
+        await self._flush_refusals(gate, bid)
         if progress:
             progress(report.accepted, report.rejected)
         return report
 
-    def _checked(self, lines: Iterator[Line | LineError], seen: set[str]) -> Iterator[Line | LineError]:
+    async def _admit(self, options: BatchOptions) -> KeyGate | None:
+        """The router key's gate (raises KeyRefused for the whole submission), or None without a key."""
+        if options.api_key_id is None and options.principal is not None:
+            options.api_key_id = options.principal.key_id
+        if options.api_key_id is None:
+            return None
+        return await admit(self.store, self.catalog, options.api_key_id, default_class=options.default_class)
+
+    async def _flush_refusals(self, gate: KeyGate | None, bid: str | None) -> None:
+        if gate is not None:
+            await gate.flush_refusals(self.store, bid)
+
+    def _checked(
+        self, lines: Iterator[Line | LineError], seen: set[str], gate: KeyGate | None = None
+    ) -> Iterator[Line | LineError]:
+        checker = gate or self.checker
         for item in lines:
             if isinstance(item, LineError):
                 yield item
@@ -146,7 +173,7 @@ class Producer:
                     continue
                 seen.add(spec.custom_id)
             try:
-                yield Line(item.line_no, self.checker.check(spec))
+                yield Line(item.line_no, checker.check(spec))
             except InputError as e:
                 yield LineError(item.line_no, e.code, e.message, spec.custom_id)
 

@@ -10,7 +10,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
-import shared.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+import shared.tables  # (registers the tables on SQLModel.metadata)
+import shared.tables_keys  # noqa: F401  (keys, provider keys, policy denials)
 
 
 def normalise_url(url: str) -> str:

@@ -64,9 +64,11 @@ class Credential:
 
     secret: str = field(repr=False)
     ref: str
+    billed_to: str = "credits"
+    """`credits` (a pooled key: routeyard pays, the key's limit is charged) or `byok` (the team's own key)."""
 
     def __repr__(self) -> str:  # never print the secret, even in a traceback's locals
-        return f"Credential(ref={self.ref!r})"
+        return f"Credential(ref={self.ref!r}, billed_to={self.billed_to!r})"
 
 
 class ProviderAdapter(ABC):
