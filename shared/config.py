@@ -154,6 +154,9 @@ class WorkerConfig(_Strict):
     """Rate-limit buckets refill at this share of the configured limit, so a provider's own window never
     sees more than its limit (fewer 429s for ~2% of throughput)."""
     health_refresh_s: float = Field(default=1.0, gt=0)
+    reservation_margin_s: float = Field(default=15.0, ge=0)
+    """A budget reservation outlives its call's timeout by this much before it is presumed abandoned (its
+    worker died) and kept as spent at its worst case."""
 
 
 class RoutingConfig(_Strict):

@@ -133,12 +133,13 @@ def make_config(text: str = TEST_CONFIG) -> Any:
     return parse_config(text, "test config")
 
 
-def quiet_farm(**changes: dict[str, Any]) -> Any:
-    """A zero-latency farm for TEST_CONFIG's providers; `changes` patch behaviours per provider."""
+def quiet_farm(config: Any = None, **changes: dict[str, Any]) -> Any:
+    """A zero-latency farm for a config's simulated providers (default TEST_CONFIG); `changes` patch
+    behaviours per provider."""
     from shared.catalog import Catalog
     from worker.farm import Farm, FarmConfig
     from worker.runtime import farm_config_for
 
-    base = farm_config_for(Catalog.from_config(make_config()), latency_ms=0)
+    base = farm_config_for(Catalog.from_config(config or make_config()), latency_ms=0)
     providers = {name: b.patched(changes.get(name, {})) for name, b in base.providers.items()}
     return Farm(FarmConfig(seed=1, providers=providers))

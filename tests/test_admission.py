@@ -31,19 +31,12 @@ def _ep(rpm: int | None = None, tpm: int | None = None, slug: str = "p/m") -> En
 
 
 def _adm(redis: ArqRedis, prefix: str, **circuit: object) -> Admission:
-    return Admission(redis, prefix, CircuitConfig(**circuit), WorkerConfig(rate_safety=1.0))  # type: ignore[arg-type]
+    return Admission(redis, prefix, CircuitConfig(**circuit), WorkerConfig(rate_safety=1.0, reservation_margin_s=60))  # type: ignore[arg-type]
 
 
 async def _admit(adm: Admission, ep: Endpoint, att: str, amount: str | None = None, scopes=(), tokens: int = 10):  # type: ignore[no-untyped-def]
-    return await adm.admit(
-        ep,
-        "pooled:p",
-        att,
-        tokens=tokens,
-        amount=None if amount is None else Decimal(amount),
-        scopes=list(scopes),
-        timeout_s=5,
-    )
+    value = None if amount is None else Decimal(amount)
+    return await adm.admit(ep, "pooled:p", att, tokens=tokens, charges=[(s, value) for s in scopes], timeout_s=5)
 
 
 async def test_request_bucket_allows_a_second_of_burst_then_paces(redis: ArqRedis, key_prefix: str) -> None:
@@ -70,8 +63,7 @@ async def test_buckets_are_shared_by_every_admission_object(redis: ArqRedis, key
     a, b = _adm(redis, key_prefix), _adm(redis, key_prefix)
     ep = _ep(rpm=300)  # 5 a second
     got = [
-        await (a if i % 2 else b).admit(ep, "pooled:p", f"x{i}", tokens=1, amount=None, scopes=[], timeout_s=5)
-        for i in range(10)
+        await (a if i % 2 else b).admit(ep, "pooled:p", f"x{i}", tokens=1, charges=[], timeout_s=5) for i in range(10)
     ]
     assert sum(isinstance(g, Ticket) for g in got) <= 6
 
@@ -81,7 +73,7 @@ async def test_a_429_blocks_the_bucket_for_retry_after(redis: ArqRedis, key_pref
     ep = _ep()
     t = await _admit(adm, ep, "a")
     assert isinstance(t, Ticket)
-    await adm.settle(t, error=RateLimited("slow", status_code=429, retry_after=0.3), billed=Decimal(0))
+    await adm.settle(t, error=RateLimited("slow", status_code=429, retry_after=0.3), charges=None)
     d = await _admit(adm, ep, "b")
     assert isinstance(d, Denial) and d.kind == "rate" and 0.1 < d.wait_s <= 0.3
     await asyncio.sleep(0.35)
@@ -93,7 +85,7 @@ async def test_provider_headers_tighten_and_teach_the_bucket(redis: ArqRedis, ke
     ep = _ep()  # no configured limit: the provider's headers teach one
     t = await _admit(adm, ep, "a")
     assert isinstance(t, Ticket)
-    await adm.settle(t, error=None, billed=Decimal(0), rate=RateLimitInfo(limit_requests=60, remaining_requests=0))
+    await adm.settle(t, error=None, rate=RateLimitInfo(limit_requests=60, remaining_requests=0))
     d = await _admit(adm, ep, "b")
     assert isinstance(d, Denial) and d.kind == "rate"
 
@@ -104,7 +96,7 @@ async def test_circuit_opens_probes_and_closes(redis: ArqRedis, key_prefix: str)
     for i in range(3):
         t = await _admit(adm, ep, f"f{i}")
         assert isinstance(t, Ticket)
-        await adm.settle(t, error=UpstreamError("boom", status_code=503), billed=Decimal(0))
+        await adm.settle(t, error=UpstreamError("boom", status_code=503), charges=None)
     d = await _admit(adm, ep, "blocked")
     assert isinstance(d, Denial) and d.kind == "health"
     assert await adm.open_circuits() == frozenset({"p/m"})
@@ -114,7 +106,7 @@ async def test_circuit_opens_probes_and_closes(redis: ArqRedis, key_prefix: str)
     assert isinstance(probe, Ticket) and probe.probe
     other = await _admit(adm, ep, "meanwhile")  # one probe at a time
     assert isinstance(other, Denial) and other.kind == "health"
-    await adm.settle(probe, error=None, billed=Decimal(0))
+    await adm.settle(probe, error=None, charges=None)
     assert isinstance(await _admit(adm, ep, "after"), Ticket)
 
 
@@ -122,11 +114,11 @@ async def test_failed_probe_reopens_with_a_longer_cooldown(redis: ArqRedis, key_
     adm = _adm(redis, key_prefix, consecutive_failures=1, cooldown_s=0.2, max_cooldown_s=5)
     ep = _ep()
     t = await _admit(adm, ep, "a")
-    await adm.settle(t, error=UpstreamError("x"), billed=Decimal(0))  # type: ignore[arg-type]
+    await adm.settle(t, error=UpstreamError("x"), charges=None)  # type: ignore[arg-type]
     await asyncio.sleep(0.25)
     probe = await _admit(adm, ep, "probe")
     assert isinstance(probe, Ticket)
-    await adm.settle(probe, error=UpstreamError("still down"), billed=Decimal(0))
+    await adm.settle(probe, error=UpstreamError("still down"), charges=None)
     await asyncio.sleep(0.25)  # the first cooldown has passed, the doubled one has not
     d = await _admit(adm, ep, "b")
     assert isinstance(d, Denial) and d.kind == "health"
@@ -141,7 +133,7 @@ async def test_circuit_opens_on_failure_rate(redis: ArqRedis, key_prefix: str) -
         if isinstance(t, Denial):
             break
         fail = rng.random() < 0.7
-        await adm.settle(t, error=UpstreamError("x") if fail else None, billed=Decimal(0))
+        await adm.settle(t, error=UpstreamError("x") if fail else None, charges=None)
     assert await adm.open_circuits() == frozenset({"p/m"})
 
 
@@ -158,7 +150,7 @@ async def test_concurrent_reservations_never_exceed_the_limit(redis: ArqRedis, k
     assert len(admitted) == 12  # (1.00 - 0.10) / 0.07 = 12.86
     # settle with real costs below the reservations: headroom comes back
     for t in admitted:
-        await adm.settle(t, error=None, billed=Decimal("0.05"))
+        await adm.settle(t, error=None, charges=[Decimal("0.05")])
     assert isinstance(await _admit(adm, ep, "next", "0.07", [scope]), Ticket)
     assert await adm.reservations_outstanding("key:k1") == 1
 
@@ -194,7 +186,7 @@ async def test_an_expired_reservation_is_kept_as_spent_and_replaced_by_a_late_an
         return Decimal(0)
 
     scope = BudgetScope("batch:b", Decimal("0.10"), "", zero)
-    t = await adm.admit(ep, "pooled:p", "dead", tokens=1, amount=Decimal("0.08"), scopes=[scope], timeout_s=-59.9)
+    t = await adm.admit(ep, "pooled:p", "dead", tokens=1, charges=[(scope, Decimal("0.08"))], timeout_s=-59.9)
     assert isinstance(t, Ticket)
     await asyncio.sleep(0.2)
     assert await adm.reclaim_expired() == 1
@@ -203,7 +195,7 @@ async def test_an_expired_reservation_is_kept_as_spent_and_replaced_by_a_late_an
     d = await _admit(adm, ep, "next", "0.05", [scope])
     assert isinstance(d, Denial) and d.kind == "budget"
     # ...until the call is answered after all: the real cost replaces the estimate
-    await adm.settle(t, error=None, billed=Decimal("0.01"))
+    await adm.settle(t, error=None, charges=[Decimal("0.01")])
     assert isinstance(await _admit(adm, ep, "next2", "0.05", [scope]), Ticket)
 
 

@@ -34,8 +34,6 @@ from worker.providers.base import RateLimitInfo
 log = logging.getLogger("routeyard.worker")
 
 Outcome = Literal["ok", "fail", "neutral", "limited"]
-RESERVATION_MARGIN_S = 60.0
-"""A reservation outlives its call's timeout by this much before it is presumed abandoned."""
 PROBE_TTL_MS = 60_000
 
 # what a failed call says about the endpoint's health
@@ -60,6 +58,18 @@ class BudgetScope:
     """Changes when the limit resets (the scope is then rebuilt from the ledger); '' = never."""
     spent: Callable[[], Awaitable[Decimal]]
     """Spend so far from the ledger, to (re)build the scope."""
+    include_byok: bool = True
+    """Whether upstream cost of a BYOK call counts here (a router key's `include_byok_in_limit`); batch
+    budgets count every call's cost."""
+
+    def charge(self, billed_to: str, cost: Decimal | None, fee: Decimal | None) -> Decimal | None:
+        """What a call costs against this scope: a router key pays the cost of pooled calls, and of BYOK calls
+        only the fee (plus the cost if `include_byok`); a batch counts the cost. None: unknown."""
+        if not self.name.startswith("key:") or billed_to != "byok":
+            return cost
+        if not self.include_byok:
+            return fee
+        return None if fee is None or cost is None else fee + cost
 
 
 @dataclass(slots=True)
@@ -67,9 +77,8 @@ class Ticket:
     attempt_id: str
     slug: str
     bucket: str
-    amount: int
-    """Reserved nano-dollars (-1 when the price is unknown and no budget applies)."""
-    scopes: list[str] = field(default_factory=list)
+    scopes: list[tuple[str, int]] = field(default_factory=list)
+    """(scope, reserved nano-dollars)."""
     probe: bool = False
 
 
@@ -115,14 +124,14 @@ class Admission:
         attempt_id: str,
         *,
         tokens: int,
-        amount: Decimal | None,
-        scopes: list[BudgetScope],
+        charges: list[tuple[BudgetScope, Decimal | None]],
         timeout_s: float,
     ) -> Ticket | Denial:
-        nanos = -1 if amount is None else to_nanos(amount)
+        """`charges`: each budget scope in force with what the call may cost against it at worst."""
         bucket = bucket_id(endpoint, key_ref)
+        reserved = [(s.name, -1 if amount is None else to_nanos(amount)) for s, amount in charges]
         inits: dict[str, int] = {}
-        for _ in range(len(scopes) + 1):
+        for _ in range(len(charges) + 1):
             args: list[Any] = [
                 self.prefix,
                 endpoint.slug,
@@ -132,20 +141,20 @@ class Admission:
                 self.worker.rate_safety,
                 tokens,
                 attempt_id,
-                nanos,
-                int((timeout_s + RESERVATION_MARGIN_S) * 1000),
+                0,
+                int((timeout_s + self.worker.reservation_margin_s) * 1000),
                 PROBE_TTL_MS,
-                len(scopes),
+                len(charges),
             ]
-            for s in scopes:
-                args += [s.name, to_nanos(s.limit), s.period, inits.get(s.name, -1)]
+            for (s, _), (_, nanos) in zip(charges, reserved, strict=True):
+                args += [s.name, to_nanos(s.limit), s.period, inits.get(s.name, -1), nanos]
             res = await self._batched.call(self._admit, args)
             if int(res[0]) == 1:
-                return Ticket(attempt_id, endpoint.slug, bucket, nanos, [s.name for s in scopes], bool(int(res[1])))
+                return Ticket(attempt_id, endpoint.slug, bucket, reserved, bool(int(res[1])))
             kind = _s(res[1])
             if kind == "init":
                 name = _s(res[2])
-                scope = next(s for s in scopes if s.name == name)
+                scope = next(s for s, _ in charges if s.name == name)
                 inits[name] = to_nanos(await scope.spent())
                 continue
             if kind in ("health", "rate"):
@@ -161,13 +170,18 @@ class Admission:
         ticket: Ticket,
         *,
         error: ProviderError | None,
-        billed: Decimal | None,
+        charges: list[Decimal | None] | None = None,
         rate: RateLimitInfo | None = None,
     ) -> None:
-        """Replace the reservation with `billed` (0 for a failed call) and record the outcome."""
+        """Replace each reservation with the call's real charge against its scope (`charges`, in the ticket's
+        scope order; None = unknown, keep the reservation; omitted = nothing, a failed call) and record the
+        outcome."""
         outcome = outcome_of(error)
         retry_ms = -1 if error is None or error.retry_after is None else int(error.retry_after * 1000)
-        real = ticket.amount if billed is None else to_nanos(billed)
+        per_scope: list[Any] = []
+        for i, (name, nanos) in enumerate(ticket.scopes):
+            real = Decimal(0) if charges is None else charges[i]
+            per_scope += [name, max(0, nanos) if real is None else to_nanos(real), nanos]
         args: list[Any] = [
             self.prefix,
             ticket.slug,
@@ -179,10 +193,10 @@ class Admission:
             _int_or(rate.limit_requests if rate else None),
             _int_or(rate.limit_tokens if rate else None),
             ticket.attempt_id,
-            max(real, 0),
-            ticket.amount,
+            0,
+            0,
             len(ticket.scopes),
-            *ticket.scopes,
+            *per_scope,
             *self._circuit_args,
         ]
         result = _s(await self._batched.call(self._settle, args))

@@ -11,14 +11,20 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from shared.audit import DenialBuffer
 from shared.catalog import Catalog
-from shared.config import RouteyardConfig
+from shared.config import PolicyConfig, RouteyardConfig
 from shared.events import EventSink, NullSink
+from shared.governance import policy_for_key
+from shared.keys import ApiKey, get_key
+from shared.periods import period_bounds
 from shared.queue import JobQueue
 from shared.settings import Settings
+from shared.spend import key_budget
 from shared.store import Store
 from shared.store.records import ClaimedJob
 from shared.tables import Batch
+from shared.timeutil import utcnow
 from worker.admission import Admission, BudgetScope
 from worker.credentials import CredentialSource
 from worker.providers import ProviderAdapter
@@ -28,7 +34,19 @@ from worker.stats import EndpointStatsBook
 
 batches = Batch.__table__  # type: ignore[attr-defined]
 BUDGET_CACHE_S = 10.0
-"""How long a worker trusts a batch's `max_total_cost` before reading it again (a raise takes effect)."""
+"""How long a worker trusts a batch's `max_total_cost` or a router key's settings before reading them again
+(a raised limit or a disabled key takes effect within this)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyView:
+    """What the worker needs of a job's router key, cached: the key, the policy narrowed by it, and the
+    providers none of its credentials can call."""
+
+    key: ApiKey | None
+    policy: PolicyConfig
+    missing: frozenset[str]
+    fetched: float
 
 
 @dataclass
@@ -53,28 +71,67 @@ class Runtime:
     """Endpoints with an open circuit, refreshed from Redis by the dispatcher."""
     call_slots: asyncio.Semaphore | None = None
     """Bounds provider calls in flight (the worker's concurrency); jobs being claimed or recorded hold none."""
+    denials: DenialBuffer = field(default_factory=DenialBuffer)
+    """Governance exclusions counted in memory, flushed to the audit table every few seconds."""
     _batch_limits: dict[str, tuple[float, Decimal | None]] = field(default_factory=dict)
+    _keys: dict[str, KeyView] = field(default_factory=dict)
 
     @property
     def secrets(self) -> list[str]:
         return self.credentials.secrets()
 
-    def live_state(self) -> LiveState:
+    def live_state(self, missing: frozenset[str] | None = None) -> LiveState:
         return LiveState(
             unhealthy=self.unhealthy,
             stats=self.stats.snapshot(),
-            disabled_providers=self.credentials.missing(),
+            disabled_providers=self.credentials.missing() if missing is None else missing,
         )
 
+    async def key_view(self, api_key_id: str | None) -> KeyView:
+        if api_key_id is None:
+            return KeyView(None, self.config.policy, self.credentials.missing(), 0.0)
+        view = self._keys.get(api_key_id)
+        if view is not None and time.monotonic() - view.fetched < BUDGET_CACHE_S:
+            return view
+        key = await self.store.read(get_key(api_key_id))
+        view = KeyView(
+            key,
+            policy_for_key(self.config.policy, key),
+            self.credentials.missing_for(api_key_id, key.team if key else None),
+            time.monotonic(),
+        )
+        self._keys[api_key_id] = view
+        return view
+
     async def budget_scopes(self, job: ClaimedJob) -> list[BudgetScope]:
-        """The shared budgets this job's calls must fit in (the batch's `max_total_cost`; router key
-        limits join here)."""
+        """The shared budgets this job's calls must fit in: its router key's limit for the current period and
+        its batch's `max_total_cost`."""
         scopes: list[BudgetScope] = []
+        if job.api_key_id is not None:
+            key = (await self.key_view(job.api_key_id)).key
+            if key is not None and key.limit is not None:
+                start, _ = period_bounds(key.limit_reset, utcnow())
+                scopes.append(
+                    BudgetScope(
+                        f"key:{key.id}",
+                        key.limit,
+                        start.isoformat(),
+                        self._key_committed(key.id),
+                        include_byok=key.include_byok_in_limit,
+                    )
+                )
         if job.batch_id is not None:
             limit = await self._batch_limit(job.batch_id)
             if limit is not None:
                 scopes.append(BudgetScope(f"batch:{job.batch_id}", limit, "", self._batch_spent(job.batch_id)))
         return scopes
+
+    def _key_committed(self, key_id: str) -> Callable[[], Awaitable[Decimal]]:
+        async def committed() -> Decimal:
+            budget = await self.store.read(key_budget(key_id))
+            return budget.committed if budget is not None else Decimal(0)
+
+        return committed
 
     async def _batch_limit(self, batch_id: str) -> Decimal | None:
         cached = self._batch_limits.get(batch_id)
@@ -112,6 +169,12 @@ class Runtime:
             row = await self.store.read(q)
             self._batch_limits.pop(ident, None)
             return None if row is None else (row[0], "")
+        if kind == "key":
+            self._keys.pop(ident, None)
+            key = await self.store.read(get_key(ident))
+            if key is None:
+                return None
+            return key.limit, period_bounds(key.limit_reset, utcnow())[0].isoformat()
         return None
 
     async def aclose(self) -> None:

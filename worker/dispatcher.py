@@ -73,13 +73,19 @@ class Dispatcher:
     async def _health_loop(self) -> None:
         """Keep the set of open circuits fresh for the planner (one Redis read a second per worker)."""
         period = self.rt.config.worker.health_refresh_s
+        ticks = 0
         while True:
             try:
                 self.rt.unhealthy = await self.rt.admission.open_circuits()
+                if ticks % 5 == 0 and len(self.rt.denials):
+                    await self.rt.denials.flush(self.rt.store)
+                if ticks % 30 == 0:
+                    await self.rt.credentials.refresh_byok(self.rt.store)  # new, removed, disabled BYOK keys
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("reading circuit states failed")
+                log.exception("housekeeping (circuits, audit, BYOK keys) failed")
+            ticks += 1
             await asyncio.sleep(period)
 
     async def _claim_loop(self) -> None:
@@ -229,6 +235,8 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await self._flush_acks()
+        if len(self.rt.denials):
+            await self.rt.denials.flush(self.rt.store)
         for task in (self._renew_task, self._health_task):
             if task is not None:
                 task.cancel()

@@ -84,6 +84,7 @@ class _Run:
     spent: Decimal
     """What the job's calls have cost so far, against its `max_cost`."""
     scopes: list[BudgetScope] = field(default_factory=list)
+    team: str | None = None
 
 
 class JobRunner:
@@ -100,13 +101,18 @@ class JobRunner:
             )
         if utcnow() >= deadline:
             return await self._fail(job, ErrorClass.DEADLINE, f"deadline {deadline.isoformat()} passed")
+        view = await self.rt.key_view(job.api_key_id)
+        if view.key is not None and (refusal := view.key.refusal(utcnow())) is not None:
+            # disabled or expired after the job was accepted: stop spending on it (re-queue once re-enabled)
+            return await self._fail(job, ErrorClass.AUTH, str(refusal))
         the_plan = plan(
             spec,
             self.rt.catalog,
-            self.rt.config.policy,
-            self.rt.live_state(),
+            view.policy,
+            self.rt.live_state(view.missing),
             seed=job_seed(job.id, self.routing.seed),
         )
+        self.rt.denials.add(job.api_key_id, the_plan.excluded, batch_id=job.batch_id, job_id=job.id)
         if not the_plan.candidates:
             if the_plan.only_transient_exclusions and self._may_wait_for_recovery(job):
                 return Deferred(DEFER_ON_NO_ROUTE_S, "every allowed endpoint is unhealthy or out of budget")
@@ -119,6 +125,7 @@ class JobRunner:
             job.attempts,
             self.routing.max_attempts - job.attempts,
             job.cost or Decimal(0),
+            team=view.key.team if view.key else None,
         )
         return await self._execute(run)
 
@@ -143,7 +150,7 @@ class JobRunner:
                 and run.spent + cand.worst_case_cost > max_cost
             ):
                 continue  # earlier calls used part of the job's budget: only cheaper endpoints still fit
-            credential = self.rt.credentials.pooled(cand.endpoint.provider)
+            credential = self.rt.credentials.for_job(cand.endpoint.provider, run.job.api_key_id, run.team)
             if credential is None:
                 continue
             try:
@@ -234,13 +241,14 @@ class JobRunner:
         ep, job = cand.endpoint, run.job
         att_id = attempt_id()
         run.scopes = await self.rt.budget_scopes(job)
+        worst = cand.worst_case_cost
+        worst_fee = self.rt.credentials.fee(credential, worst)
         admitted = await self.rt.admission.admit(
             ep,
             credential.ref,
             att_id,
             tokens=run.plan.input_tokens + run.plan.max_tokens,
-            amount=cand.worst_case_cost,
-            scopes=run.scopes,
+            charges=[(s, s.charge(credential.billed_to, worst, worst_fee)) for s in run.scopes],
             timeout_s=self.rt.config.providers[ep.provider].timeout_s,
         )
         if isinstance(admitted, Denial):
@@ -261,6 +269,7 @@ class JobRunner:
             reserved_cost=cand.worst_case_cost,
             started_at=utcnow(),
             api_key_id=job.api_key_id,
+            billed_to=credential.billed_to,
         )
         await self.rt.store.write(ops.start_attempt(started), urgent=True)
         request = ChatRequest(
@@ -296,10 +305,11 @@ class JobRunner:
                     )
                 )
             )
-            await self.rt.admission.settle(admitted, error=e, billed=Decimal(0))
+            await self.rt.admission.settle(admitted, error=e)
             raise
         self.rt.stats.observe(ep.slug, result.latency_ms, result.output_tokens)
         cost = ep.cost(result.input_tokens, result.output_tokens, result.cached_tokens)
+        fee = self.rt.credentials.fee(credential, cost)
         end = AttemptEnd(
             id=att_id,
             job_id=job.id,
@@ -313,6 +323,7 @@ class JobRunner:
             output_tokens=result.output_tokens,
             cached_tokens=result.cached_tokens,
             cost=cost,
+            fee=fee,
         )
         success = JobSuccess(
             job_id=job.id,
@@ -325,7 +336,8 @@ class JobRunner:
             output_tokens=result.output_tokens,
         )
         won = await self.rt.store.write(ops.finish_attempt(end, success))
-        await self.rt.admission.settle(admitted, error=None, billed=cost, rate=result.rate_limits)
+        charges = [s.charge(credential.billed_to, cost, fee) for s in run.scopes]
+        await self.rt.admission.settle(admitted, error=None, charges=charges, rate=result.rate_limits)
         if won:
             self.rt.events.job_finished(JobFinished(job.id, job.batch_id, "succeeded"))
 

@@ -20,11 +20,21 @@ from shared.settings import Settings
 from shared.store import Store
 from worker.admission import Admission
 from worker.context import Runtime
-from worker.credentials import CredentialSource
+from worker.credentials import ByokKeyring, CredentialSource
 from worker.providers import ADAPTERS, ProviderAdapter
 from worker.providers.transport import AiohttpSender, HttpxSender, Sender
 
 FARM_HOST = "http://farm"
+
+
+def _box(settings: Settings) -> Any:
+    """The master-key box for BYOK secrets, or None when no key is configured yet (no BYOK keys can exist)."""
+    from shared.crypto import load_box
+
+    try:
+        return load_box(settings.home)
+    except OSError:
+        return None
 
 
 def new_worker_id() -> str:
@@ -115,7 +125,7 @@ def build_runtime(
         store=store,
         queue=queue,
         adapters=adapters,
-        credentials=CredentialSource(config, env),
+        credentials=CredentialSource(config, env, keyring=ByokKeyring(_box(settings))),
         worker_id=worker_id or new_worker_id(),
         admission=Admission(queue.redis, queue.keys.prefix, config.circuits, config.worker),
         clients=clients,

@@ -3,9 +3,10 @@
 --
 -- ARGV:  1 prefix   2 endpoint slug   3 bucket id ('' = no rate limit)
 --        4 rpm (0 = none)   5 tpm (0 = none)   6 refill safety factor (e.g. 0.98)   7 tokens needed
---        8 attempt id   9 reservation amount (nano-dollars; -1 = price unknown)   10 reservation ttl ms
---        11 probe ttl ms   12 number of budget scopes, then per scope: name, limit, period tag, init
---           (init: used amount to start a missing or outdated scope from, -1 = ask the caller)
+--        8 attempt id   9 (unused)   10 reservation ttl ms
+--        11 probe ttl ms   12 number of budget scopes, then per scope: name, limit, period tag, init, amount
+--           (init: used amount to start a missing or outdated scope from, -1 = ask the caller;
+--            amount: what the call may cost against this scope, in nano-dollars, -1 = price unknown)
 -- Returns: {1, probe}                   admitted (probe = 1 when this call is a half-open probe)
 --          {0, 'health', wait_ms}       the endpoint's circuit is open
 --          {0, 'rate', wait_ms}         the bucket is empty (or the provider said to back off)
@@ -59,11 +60,11 @@ if bucket ~= '' then
 end
 
 -- budgets
-local amount = tonumber(ARGV[9])
 local n = tonumber(ARGV[12])
 local scopes = {}
 for i = 0, n - 1 do
-  local name, limit, period, init = ARGV[13 + 4 * i], tonumber(ARGV[14 + 4 * i]), ARGV[15 + 4 * i], tonumber(ARGV[16 + 4 * i])
+  local name, limit, period = ARGV[13 + 5 * i], tonumber(ARGV[14 + 5 * i]), ARGV[15 + 5 * i]
+  local init, amount = tonumber(ARGV[16 + 5 * i]), tonumber(ARGV[17 + 5 * i])
   local key = p .. 'bud:' .. name
   local h = redis.call('HMGET', key, 'used', 'period')
   local used = tonumber(h[1])
@@ -75,7 +76,7 @@ for i = 0, n - 1 do
   end
   if amount < 0 then return {0, 'unpriced', name} end
   if used + amount > limit then return {0, 'budget', name, used, limit} end
-  scopes[#scopes + 1] = key
+  scopes[#scopes + 1] = {key, amount}
 end
 
 -- everything admits: write
@@ -86,9 +87,8 @@ if rl and (r_level or t_level) then
   if t_level then fields[#fields + 1] = 't'; fields[#fields + 1] = t_level - need end
   redis.call('HSET', rl, unpack(fields))
 end
-local member = ARGV[8] .. '|' .. amount
-for _, key in ipairs(scopes) do
-  redis.call('HINCRBY', key, 'used', amount)
-  redis.call('ZADD', key .. ':res', now + tonumber(ARGV[10]), member)
+for _, s in ipairs(scopes) do
+  redis.call('HINCRBY', s[1], 'used', s[2])
+  redis.call('ZADD', s[1] .. ':res', now + tonumber(ARGV[10]), ARGV[8] .. '|' .. s[2])
 end
 return {1, probe}

@@ -6,9 +6,9 @@
 --          the endpoint) | 'limited' (429: back off the bucket)
 --        5 retry-after ms (for 'limited', -1 = none)   6 remaining requests (-1)   7 remaining tokens (-1)
 --        8 provider's request limit (-1)   9 provider's token limit (-1)
---        10 attempt id   11 real cost (nano-dollars)   12 reserved amount   13 number of scopes, then names
---        14.. circuit parameters after the scope names: consecutive, rate (0..1), window ms, min calls,
---           cooldown ms, max cooldown ms
+--        10 attempt id   11, 12 (unused)   13 number of scopes, then per scope: name, real charge, reserved
+--           amount (nano-dollars)
+--        then the circuit parameters: consecutive, rate (0..1), window ms, min calls, cooldown ms, max cooldown ms
 local p = ARGV[1]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -17,10 +17,10 @@ local result = 'ok'
 
 -- budgets
 local n = tonumber(ARGV[13])
-local real, amount = tonumber(ARGV[11]), tonumber(ARGV[12])
-local member = ARGV[10] .. '|' .. amount
-for i = 1, n do
-  local key = p .. 'bud:' .. ARGV[13 + i]
+for i = 0, n - 1 do
+  local key = p .. 'bud:' .. ARGV[14 + 3 * i]
+  local real, amount = tonumber(ARGV[15 + 3 * i]), tonumber(ARGV[16 + 3 * i])
+  local member = ARGV[10] .. '|' .. amount
   if redis.call('ZREM', key .. ':res', member) == 1 then
     redis.call('HINCRBY', key, 'used', real - amount)
   elseif redis.call('ZREM', key .. ':conv', member) == 1 then
@@ -33,7 +33,7 @@ for i = 1, n do
 end
 
 -- circuit
-local base = 13 + n
+local base = 13 + 3 * n
 local max_consecutive, max_rate = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
 local window, min_calls = tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4])
 local cooldown, max_cooldown = tonumber(ARGV[base + 5]), tonumber(ARGV[base + 6])

@@ -169,6 +169,7 @@ _END_COLUMNS = (
     "cached_tokens",
     "cost",
     "cost_estimated",
+    "fee",
 )
 _END_VALUES = {c: bindparam(f"v_{c}", type_=attempts.c[c].type) for c in _END_COLUMNS}
 _FINISH_STARTED = (
@@ -202,6 +203,7 @@ def finish_attempt(end: AttemptEnd, outcome: JobSuccess | JobFailure | None = No
         "v_cached_tokens": end.cached_tokens,
         "v_cost": cost,
         "v_cost_estimated": False,
+        "v_fee": end.fee if served else Decimal(0),
     }
 
     def op(conn: Connection, deltas: Deltas) -> bool:

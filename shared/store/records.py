@@ -62,6 +62,8 @@ class AttemptEnd:
     cached_tokens: int | None = None
     cost: Decimal | None = None
     """Real cost; `None` = unknown price (only meaningful for a served call)."""
+    fee: Decimal | None = None
+    """Platform fee in credits (BYOK calls); 0 for pooled calls."""
 
 
 @dataclass(slots=True, frozen=True)
