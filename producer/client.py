@@ -80,7 +80,8 @@ class Producer:
         options.source = options.source or str(path)
         if options.strict:
             with open(path, "rb") as f:  # noqa: ASYNC230 - submission reads its file line by line; nothing else waits
-                errors = [e for e in self._checked(read_lines(f), set()) if isinstance(e, LineError)]
+                checked = self._checked(read_lines(f), set(), options.default_class)
+                errors = [e for e in checked if isinstance(e, LineError)]
             if errors:
                 return SubmitReport(None, 0, errors, rejected_all=True)
         with open(path, "rb") as f:  # noqa: ASYNC230 - as above; each chunk awaits the store and Redis
@@ -90,7 +91,7 @@ class Producer:
         options = options or BatchOptions()
         if options.strict:
             lines = list(read_lines(stream))
-            errors = [e for e in self._checked(iter(lines), set()) if isinstance(e, LineError)]
+            errors = [e for e in self._checked(iter(lines), set(), options.default_class) if isinstance(e, LineError)]
             if errors:
                 return SubmitReport(None, 0, errors, rejected_all=True)
             return await self.submit_lines(iter(lines), options)
@@ -110,7 +111,7 @@ class Producer:
         await self.store.write_direct(self._insert_batch(bid, options, now))
         seen: set[str] = set()
         chunk: list[dict[str, Any]] = []
-        for item in self._checked(iter(lines), seen):
+        for item in self._checked(iter(lines), seen, options.default_class):
             if isinstance(item, LineError):
                 report.errors.append(item)
                 continue
@@ -129,12 +130,16 @@ class Producer:
             progress(report.accepted, report.rejected)
         return report
 
-    def _checked(self, lines: Iterator[Line | LineError], seen: set[str]) -> Iterator[Line | LineError]:
+    def _checked(
+        self, lines: Iterator[Line | LineError], seen: set[str], default_class: str | None = None
+    ) -> Iterator[Line | LineError]:
         for item in lines:
             if isinstance(item, LineError):
                 yield item
                 continue
             spec = item.spec
+            if spec.class_ is None and default_class is not None:
+                spec = spec.model_copy(update={"class_": default_class})  # validated as it will run
             if spec.custom_id is not None:
                 if spec.custom_id in seen:
                     yield LineError(
