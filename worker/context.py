@@ -18,7 +18,7 @@ from shared.store import Store
 from worker.credentials import CredentialSource
 from worker.providers import ProviderAdapter
 from worker.router import LiveState
-from worker.stats import EndpointStatsBook
+from worker.stats import EndpointStatsBook, FleetStatsRefresher
 
 
 @dataclass
@@ -38,17 +38,23 @@ class Runtime:
     stats: EndpointStatsBook = field(default_factory=EndpointStatsBook)
     events: EventSink = field(default_factory=NullSink)
     """Told of every terminal write that won (webhooks, metrics)."""
+    stats_refresher: FleetStatsRefresher | None = None
+    """Seeds and refreshes `stats` from the ledger (started on the event loop on first use)."""
 
     @property
     def secrets(self) -> list[str]:
         return self.credentials.secrets()
 
     def live_state(self) -> LiveState:
+        if self.stats_refresher is not None:
+            self.stats_refresher.ensure_started()
         return LiveState(
             stats=self.stats.snapshot(),
             disabled_providers=self.credentials.missing(),
         )
 
     async def aclose(self) -> None:
+        if self.stats_refresher is not None:
+            await self.stats_refresher.stop()
         for client in self.clients:
             await client.aclose()

@@ -22,6 +22,7 @@ from shared.store import Store
 from worker.context import Runtime
 from worker.credentials import CredentialSource
 from worker.providers import ADAPTERS, ProviderAdapter
+from worker.stats import FleetStatsRefresher
 
 FARM_HOST = "http://farm"
 
@@ -113,7 +114,7 @@ def build_runtime(
             )
             client = network
         adapters[name] = ADAPTERS[prov.wire](name, prov, client, base)
-    return Runtime(
+    rt = Runtime(
         settings=settings,
         config=config,
         catalog=catalog,
@@ -125,3 +126,8 @@ def build_runtime(
         clients=clients,
         farm=farm,
     )
+    rt.stats_refresher = FleetStatsRefresher(
+        store, rt.stats, window_s=config.routing.stats_window_s, every_s=config.routing.stats_refresh_s
+    )
+    rt.stats_refresher.ensure_started()  # seeded before the first claim when built on the event loop
+    return rt
