@@ -1,7 +1,7 @@
 """`routeyard estimate`: its model of what the worker will do, checked against real runs on the simulated farm.
 
 The runs use deterministic job ids, so each one is a fixed sample of the load-balancing draw and the test
-cannot flake; across random ids the example file's cost spreads about ±5% around its mean (see README)."""
+cannot flake; across random ids the example file's cost varies with sd ≈ 4% around its mean (see README)."""
 
 from __future__ import annotations
 

@@ -168,14 +168,14 @@ class Plan:
                 expected = "unknown" if c.expected_cost is None else f"${c.expected_cost:.6f}"
                 odds = f"{c.first_odds:6.1%}" if c.first_odds > 0 else "     -"
                 lines.append(
-                    f"  {i}. {c.endpoint.slug:<40} worst {worst:>11}  expected {expected:>11}  odds {odds}  {c.note}"
+                    f"  {i}. {c.endpoint.slug:<34} worst {worst:>10}  expected {expected:>10}  odds {odds}  {c.note}"
                 )
         else:
             lines.append(f"plan: nothing can serve this job — {self.summary()}")
         if self.excluded:
             lines.append("excluded:")
             for slug, e in sorted(self.excluded.items()):
-                lines.append(f"  - {slug:<40} [{e.why.value}] {e.reason}")
+                lines.append(f"  - {slug:<34} [{e.why.value}] {e.reason}")
         return "\n".join(lines)
 
 
