@@ -31,7 +31,13 @@ from enum import StrEnum
 from shared.catalog import Catalog, Endpoint
 from shared.config import PolicyConfig
 from shared.errors import RoutingError
-from shared.models import JobSpec, PercentileCutoffs, ProviderPreferences, estimate_input_tokens
+from shared.models import (
+    JobSpec,
+    PercentileCutoffs,
+    ProviderPreferences,
+    estimate_input_tokens,
+    expected_input_tokens,
+)
 
 PRICE_FLOOR = Decimal("1e-12")
 """A free endpoint still gets a finite weight."""
@@ -244,6 +250,9 @@ class _Ctx:
     live: LiveState
     used_params: frozenset[str]
     tokens_in: int
+    """Upper estimate: worst cases, context checks."""
+    expected_in: int
+    """Expected count: the job's expected cost at each endpoint (the draw's weights, `sort: price`)."""
     max_tokens: int
     expected_out: int
     max_cost: Decimal | None
@@ -277,6 +286,7 @@ def plan(
     max_tokens = spec.max_tokens or cls.max_tokens
     tokens_in = input_tokens if input_tokens is not None else estimate_input_tokens(spec)
     ctx = _Ctx(
+        expected_in=round(expected_input_tokens(spec)),
         catalog=catalog,
         policy=merge_policy(policy, spec.provider),
         live=live,
@@ -333,7 +343,7 @@ def _candidates_for(model_ids: list[str], ctx: _Ctx) -> list[Candidate]:
             if why is not None:
                 ctx.excluded[ep.slug] = why
                 continue
-            eligible.append(_Eligible(ep, worst, ep.cost(ctx.tokens_in, ctx.expected_out), rank))
+            eligible.append(_Eligible(ep, worst, ep.cost(ctx.expected_in, ctx.expected_out), rank))
         groups.append(_soft_parameters(eligible, ctx))
 
     prefs = ctx.policy.prefs
