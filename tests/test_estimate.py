@@ -22,7 +22,7 @@ from producer.estimate import PRIOR_WEIGHT, BatchEstimate, Estimator, History, l
 from producer.ingest import Line, read_lines
 from shared.catalog import Catalog
 from shared.config import RouteyardConfig, load_config
-from shared.models import JobSpec, expected_input_tokens, text_tokens
+from shared.models import JobSpec, estimate_input_tokens, expected_input_tokens, text_tokens
 from shared.settings import Settings
 from shared.store import Store
 from worker.farm import Farm
@@ -214,3 +214,14 @@ def test_config_priors_are_used_per_class() -> None:
     data["classes"]["basic"]["expected_output_ratio"] = 0.5
     est = Estimator(_catalog(data)).estimate(_lines({"prompt": "x", "max_tokens": 100}))
     assert sum(r.output_tokens for r in est.rows) == pytest.approx(50)
+
+
+def test_the_upper_estimate_covers_the_farms_tokenizer_and_the_expected_count_tracks_it() -> None:
+    """Worst cases rest on `estimate_input_tokens`: it must not fall below a strict tokenizer's count. The
+    expected count is for real (cl100k-like) tokenizers, so it runs under the farm's, never wildly."""
+    for line in read_lines(EXAMPLES.open("rb")):
+        assert isinstance(line, Line)
+        msgs = line.spec.chat_messages()
+        farm = count_prompt_tokens([m.text() for m in msgs], len(msgs))
+        assert estimate_input_tokens(line.spec) >= farm, line.spec.custom_id
+        assert 0.75 <= expected_input_tokens(line.spec) / farm <= 1.05, line.spec.custom_id
