@@ -9,9 +9,9 @@ The model follows what the worker will do with each job:
   converges to. Fallbacks are assumed not to fire (failed calls are not billed; a fallback costs only the
   price difference).
 - **output tokens**: `ratio * max_tokens`. The ratio comes from the ledger when it has history — output
-  tokens over `max_tokens` of recent successful calls, per (class, model), shrunk toward the class's ratio
-  and that toward the config's `expected_output_ratio` prior with `PRIOR_WEIGHT` pseudo-calls, so a handful
-  of calls cannot swing it. Without history, the prior.
+  tokens over `max_tokens` of recent successful calls, per (class, model), shrunk toward the ratio of the
+  class's other models and that toward the config's `expected_output_ratio` prior, each with `PRIOR_WEIGHT`
+  pseudo-calls, so a handful of calls cannot swing it. Without history, the prior.
 - **input tokens**: `shared.models.expected_input_tokens` (a tokenizer-shaped count, unbiased for modern
   BPE tokenizers on English) times a per-model scale learned the same way from the ledger (recorded input
   tokens over that count), which absorbs each provider's own tokenizer. The planner keeps the upper
@@ -255,20 +255,20 @@ class Estimator:
 
     # -- calibrated quantities
     def output_ratio(self, class_name: str, model: str) -> float:
-        """Expected output tokens over max_tokens: the (class, model)'s history, shrunk toward the class's
-        history, shrunk toward the class's configured prior."""
+        """Expected output tokens over max_tokens: the (class, model)'s history, shrunk toward what the class's
+        other models did, shrunk toward the class's configured prior (no call is counted twice)."""
         key = (class_name, model)
         if key not in self._ratios:
-            class_sums = _total(s for (c, _), s in self.history.output.items() if c == class_name)
-            class_ratio = _shrink(class_sums, self.catalog.classes[class_name].expected_output_ratio)
+            others = _total(s for (c, m), s in self.history.output.items() if c == class_name and m != model)
+            class_ratio = _shrink(others, self.catalog.classes[class_name].expected_output_ratio)
             self._ratios[key] = min(1.0, _shrink(self.history.output.get(key), class_ratio))
         return self._ratios[key]
 
     def input_scale(self, model: str) -> float:
-        """Recorded input tokens over `expected_input_tokens`: the model's history, shrunk toward all models'
-        history, shrunk toward 1."""
+        """Recorded input tokens over `expected_input_tokens`: the model's history, shrunk toward the other
+        models' history, shrunk toward 1."""
         if model not in self._scales:
-            overall = _shrink(_total(self.history.input.values()), 1.0)
+            overall = _shrink(_total(s for m, s in self.history.input.items() if m != model), 1.0)
             self._scales[model] = _shrink(self.history.input.get(model), overall)
         return self._scales[model]
 

@@ -74,7 +74,7 @@ _LABELS = {
     Why.PREFERENCE: "left out by the job's provider preferences",
     Why.DATA_POLICY: "outside the data policy (training or retention)",
     Why.PRICE: "over max_price or unpriced",
-    Why.CONTEXT: "context window or output limit too small",
+    Why.CONTEXT: "too small a context window or output limit",
     Why.PARAMETERS: "missing a required parameter",
     Why.BUDGET: "worst case above max_cost",
     Why.BUDGET_REMAINING: "worst case above the remaining budget",
@@ -150,11 +150,8 @@ class Plan:
         counts = Counter(e.why for e in self.excluded.values())
         if not counts:
             return "no endpoint is configured for it"
-        parts = [f"{n} {why.label}" for why, n in counts.most_common()]
-        total = sum(counts.values())
-        if len(counts) == 1:
-            return f"all {total} endpoint(s) considered are {parts[0].split(' ', 1)[1]}"
-        return f"{total} endpoint(s) considered: " + ", ".join(parts)
+        parts = [f"{why.label} ({n})" for why, n in counts.most_common()]
+        return f"{sum(counts.values())} endpoint(s) considered, excluded as " + "; ".join(parts)
 
     def error(self) -> RoutingError:
         reasons = {slug: e.reason for slug, e in self.excluded.items()}
