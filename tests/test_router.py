@@ -8,12 +8,15 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from arq.connections import ArqRedis
+from ry_helpers import make_config
 
 from producer.validate import SpecChecker
 from shared.catalog import Catalog
 from shared.config import PolicyConfig, parse_config
 from shared.errors import InputError
 from shared.models import JobSpec
+from shared.store import Store
 from worker.router import EndpointStats, LiveState, Plan, Why, job_seed, plan
 
 WORLD = """
@@ -325,3 +328,19 @@ def test_first_choices_over_many_seeds_follow_the_odds(catalog: Catalog) -> None
     """A quick sanity check; the statistical test is in test_router_properties."""
     counts = Counter(_slugs(_plan(catalog, seed=s, **{"class": "low"}))[0] for s in range(2000))
     assert counts.most_common(1)[0][0] == "cheap/small"
+
+
+async def test_submission_checks_a_line_under_the_class_it_will_run_in(
+    sqlite_store: Store, fake_redis: ArqRedis, key_prefix: str
+) -> None:
+    """`--class` fills in lines without one before they are checked, not after."""
+    from producer.client import BatchOptions, Producer
+    from shared.queue import JobQueue
+    from shared.redis_keys import Keys
+
+    producer = Producer(sqlite_store, JobQueue(fake_redis, Keys(key_prefix)), Catalog.from_config(make_config()))
+    only_alpha = JobSpec.model_validate({"prompt": "x", "provider": {"only": ["alpha"]}})
+    report = await producer.submit_specs([only_alpha], BatchOptions(default_class="bigonly"))
+    [err] = report.errors
+    assert err.code == "no_route" and "class 'bigonly'" in err.message
+    assert (await producer.submit_specs([only_alpha], BatchOptions(default_class="basic"))).accepted == 1
