@@ -87,7 +87,11 @@ class Producer:
         if options.strict:
             gate = await self._admit(options)
             with open(path, "rb") as f:  # noqa: ASYNC230 - submission reads its file line by line; nothing else waits
-                errors = [e for e in self._checked(read_lines(f), set(), gate) if isinstance(e, LineError)]
+                errors = [
+                    e
+                    for e in self._checked(read_lines(f), set(), gate, options.default_class)
+                    if isinstance(e, LineError)
+                ]
             if errors:
                 await self._flush_refusals(gate, None)
                 return SubmitReport(None, 0, errors, rejected_all=True)
@@ -99,7 +103,9 @@ class Producer:
         if options.strict:
             gate = await self._admit(options)
             lines = list(read_lines(stream))
-            errors = [e for e in self._checked(iter(lines), set(), gate) if isinstance(e, LineError)]
+            errors = [
+                e for e in self._checked(iter(lines), set(), gate, options.default_class) if isinstance(e, LineError)
+            ]
             if errors:
                 await self._flush_refusals(gate, None)
                 return SubmitReport(None, 0, errors, rejected_all=True)
@@ -121,7 +127,7 @@ class Producer:
         await self.store.write_direct(self._insert_batch(bid, options, now))
         seen: set[str] = set()
         chunk: list[dict[str, Any]] = []
-        for item in self._checked(iter(lines), seen, gate):
+        for item in self._checked(iter(lines), seen, gate, options.default_class):
             if isinstance(item, LineError):
                 report.errors.append(item)
                 continue
@@ -154,7 +160,11 @@ class Producer:
             await gate.flush_refusals(self.store, bid)
 
     def _checked(
-        self, lines: Iterator[Line | LineError], seen: set[str], gate: KeyGate | None = None
+        self,
+        lines: Iterator[Line | LineError],
+        seen: set[str],
+        gate: KeyGate | None = None,
+        default_class: str | None = None,
     ) -> Iterator[Line | LineError]:
         checker = gate or self.checker
         for item in lines:
@@ -162,6 +172,8 @@ class Producer:
                 yield item
                 continue
             spec = item.spec
+            if spec.class_ is None and default_class is not None:
+                spec = spec.model_copy(update={"class_": default_class})  # validated as it will run
             if spec.custom_id is not None:
                 if spec.custom_id in seen:
                     yield LineError(

@@ -170,6 +170,10 @@ class RoutingConfig(_Strict):
     (rate limits are waited out until the deadline: they are back-pressure, not an outage)."""
     seed: int | None = None
     """Fixes the load-balancing draw (tests, `route --explain`); unset draws fresh randomness."""
+    stats_window_s: float = Field(default=600.0, gt=0)
+    """Live statistics (for `sort: latency | throughput`) cover the ledger's calls of this many seconds."""
+    stats_refresh_s: float = Field(default=30.0, gt=0)
+    """How often each worker re-reads those statistics from the store."""
 
 
 class RouteyardConfig(_Strict):

@@ -61,29 +61,102 @@ class Message(BaseModel):
 
 
 class MaxPrice(BaseModel):
-    """Dollars per million tokens; endpoints above either price are excluded (OpenRouter semantics)."""
+    """The most the job will pay (OpenRouter's fields): `prompt` and `completion` in dollars per million tokens,
+    `request` per call, `image` per image, `audio` per audio unit. An endpoint above any of them is excluded."""
 
     model_config = ConfigDict(extra="forbid")
 
     prompt: Decimal | None = Field(default=None, ge=0)
     completion: Decimal | None = Field(default=None, ge=0)
+    request: Decimal | None = Field(default=None, ge=0)
+    image: Decimal | None = Field(default=None, ge=0)
+    audio: Decimal | None = Field(default=None, ge=0)
 
 
-class ProviderPreferences(BaseModel):
-    """OpenRouter's `provider` object."""
+SortBy = Literal["price", "latency", "throughput"]
+QUANTIZATIONS = ("int4", "int8", "fp4", "fp6", "fp8", "fp16", "bf16", "fp32", "unknown")
+"""OpenRouter's quantization levels; `unknown` matches endpoints that do not declare one."""
+
+
+class SortOptions(BaseModel):
+    """`sort` as an object: `partition: "model"` (default) sorts each model's endpoints and keeps the model
+    fallback order; `"none"` sorts the endpoints of every requested model together."""
 
     model_config = ConfigDict(extra="forbid")
 
-    order: list[str] | None = None
+    by: SortBy
+    partition: Literal["model", "none"] = "model"
+
+
+class PercentileCutoffs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    p50: float | None = Field(default=None, gt=0)
+    p75: float | None = Field(default=None, gt=0)
+    p90: float | None = Field(default=None, gt=0)
+    p99: float | None = Field(default=None, gt=0)
+
+    def values(self) -> list[float]:
+        return [v for v in (self.p50, self.p75, self.p90, self.p99) if v is not None]
+
+
+def _slugs(value: Any) -> Any:
+    """Provider slugs compare case-insensitively, as OpenRouter's do."""
+    if isinstance(value, list):
+        return [v.strip().lower() if isinstance(v, str) else v for v in value]
+    return value
+
+
+Slugs = Annotated[list[str], BeforeValidator(_slugs)]
+
+
+class ProviderPreferences(BaseModel):
+    """OpenRouter's `provider` object. `order`, `only` and `ignore` name providers (`"groq"`: all its
+    endpoints) or single endpoints (`"groq/llama-3.3-70b-instruct"`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    order: Slugs | None = None
     allow_fallbacks: bool = True
-    only: list[str] | None = None
-    ignore: list[str] | None = None
-    sort: Literal["price", "latency", "throughput"] | None = None
+    only: Slugs | None = None
+    ignore: Slugs | None = None
+    sort: SortBy | SortOptions | None = None
     max_price: MaxPrice | None = None
     data_collection: Literal["allow", "deny"] | None = None
     zdr: bool | None = None
     quantizations: list[str] | None = None
     require_parameters: bool = False
+    preferred_min_throughput: float | PercentileCutoffs | None = None
+    """Tokens per second; endpoints measured below it go after the others (never excluded)."""
+    preferred_max_latency: float | PercentileCutoffs | None = None
+    """Seconds; endpoints measured above it go after the others (never excluded)."""
+    enforce_distillable_text: bool | None = None
+    """Accepted for compatibility; `true` is refused at submission (the catalog has no distillation data)."""
+
+    @field_validator("quantizations", mode="before")
+    @classmethod
+    def _known_quantizations(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            v = [q.strip().lower() if isinstance(q, str) else q for q in v]
+            bad = [q for q in v if q not in QUANTIZATIONS]
+            if bad:
+                raise ValueError(f"unknown quantization(s) {bad}; use {', '.join(QUANTIZATIONS)}")
+        return v
+
+    @field_validator("preferred_min_throughput", "preferred_max_latency", mode="before")
+    @classmethod
+    def _positive(cls, v: Any) -> Any:
+        if isinstance(v, int | float) and not isinstance(v, bool) and v <= 0:
+            raise ValueError("must be positive")
+        return v
+
+    @property
+    def sort_by(self) -> SortBy | None:
+        return self.sort.by if isinstance(self.sort, SortOptions) else self.sort
+
+    @property
+    def sort_partition(self) -> Literal["model", "none"]:
+        return self.sort.partition if isinstance(self.sort, SortOptions) else "model"
 
 
 SAMPLING_PARAMS = (
@@ -145,8 +218,6 @@ class JobSpec(BaseModel):
                 raise ValueError("'messages' is empty")
             if all(m.role in ("system", "developer") for m in self.messages):
                 raise ValueError("'messages' has no user message")
-        if self.model is not None and self.models is not None and self.model not in self.models:
-            raise ValueError("'model' and 'models' disagree; give one of them")
         return self
 
     @field_validator("metadata")
@@ -174,9 +245,10 @@ class JobSpec(BaseModel):
         return [Message(role="user", content=self.prompt)]
 
     def requested_models(self) -> list[str] | None:
-        if self.models is not None:
-            return self.models
-        return [self.model] if self.model is not None else None
+        """The models to try, in order: `model` first, then `models` (OpenRouter: `models` are the fallbacks
+        of `model`, or the whole ordered list when `model` is absent). Duplicates are dropped."""
+        names = ([self.model] if self.model is not None else []) + (self.models or [])
+        return list(dict.fromkeys(names)) or None
 
     def sampling_params(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -214,3 +286,45 @@ def estimate_input_tokens(spec: JobSpec) -> int:
             word_chars += len(w)
         tokens += 4 + (word_chars + 3) // 4 + words + len(_PUNCT.findall(text))
     return tokens
+
+
+_WORD = re.compile(r"[A-Za-z]+")
+_NUMBER = re.compile(r"[0-9]+")
+_SYMBOL = re.compile(r"[^A-Za-z0-9\s]")
+_BREAK = re.compile(r"\s{2,}|[^\S ]")
+_ASTRAL = re.compile(r"[\U00010000-\U0010FFFF]")
+CHAT_MESSAGE_TOKENS = 4
+"""Tokens each chat message costs beyond its text (role and separators), per OpenAI's cookbook."""
+CHAT_PRIMING_TOKENS = 3
+"""Tokens that prime the assistant's reply."""
+
+
+def text_tokens(text: str) -> float:
+    """An unbiased-leaning token count of `text` for a modern BPE tokenizer (cl100k/o200k-like), built from
+    the pieces such tokenizers split text into before merging:
+
+    - a run of ASCII letters (a word): one token per 6 letters, rounded up — BPE vocabularies hold most
+      English words of up to ~6 letters whole and split longer ones (~1.1 tokens a word in prose);
+    - a run of digits: one token per 3 digits (cl100k and o200k split numbers into groups of at most three);
+    - any other non-space character (punctuation, symbols, CJK, accented letters): one token, two outside
+      the Basic Multilingual Plane (emoji);
+    - a whitespace run other than a single space (newlines, indentation): one token; a single space merges
+      into the next word.
+
+    English prose comes out near the usual ~4 characters a token ("The quick brown fox jumps over the lazy
+    dog." → 10, as cl100k counts it). Tokenizers differ between model families; `routeyard estimate`
+    rescales this per model from the ledger's recorded input tokens once it has history.
+    """
+    n = sum(-(-len(w) // 6) for w in _WORD.findall(text))
+    n += sum(-(-len(d) // 3) for d in _NUMBER.findall(text))
+    n += len(_SYMBOL.findall(text)) + len(_BREAK.findall(text))
+    if not text.isascii():
+        n += len(_ASTRAL.findall(text))
+    return float(n)
+
+
+def expected_input_tokens(spec: JobSpec) -> float:
+    """The expected prompt tokens of a job (for expected cost), unlike `estimate_input_tokens`, which errs high
+    on purpose (reservations, context checks)."""
+    msgs = spec.chat_messages()
+    return CHAT_PRIMING_TOKENS + sum(CHAT_MESSAGE_TOKENS + text_tokens(m.text()) for m in msgs)

@@ -30,7 +30,7 @@ from worker.credentials import CredentialSource
 from worker.providers import ProviderAdapter
 from worker.providers.transport import Sender
 from worker.router import LiveState
-from worker.stats import EndpointStatsBook
+from worker.stats import EndpointStatsBook, FleetStatsRefresher
 
 batches = Batch.__table__  # type: ignore[attr-defined]
 BUDGET_CACHE_S = 10.0
@@ -75,12 +75,16 @@ class Runtime:
     """Governance exclusions counted in memory, flushed to the audit table every few seconds."""
     _batch_limits: dict[str, tuple[float, Decimal | None]] = field(default_factory=dict)
     _keys: dict[str, KeyView] = field(default_factory=dict)
+    stats_refresher: FleetStatsRefresher | None = None
+    """Seeds and refreshes `stats` from the ledger (started on the event loop on first use)."""
 
     @property
     def secrets(self) -> list[str]:
         return self.credentials.secrets()
 
     def live_state(self, missing: frozenset[str] | None = None) -> LiveState:
+        if self.stats_refresher is not None:
+            self.stats_refresher.ensure_started()
         return LiveState(
             unhealthy=self.unhealthy,
             stats=self.stats.snapshot(),
@@ -178,5 +182,7 @@ class Runtime:
         return None
 
     async def aclose(self) -> None:
+        if self.stats_refresher is not None:
+            await self.stats_refresher.stop()
         for client in self.clients:
             await client.aclose()

@@ -23,6 +23,7 @@ from worker.context import Runtime
 from worker.credentials import ByokKeyring, CredentialSource
 from worker.providers import ADAPTERS, ProviderAdapter
 from worker.providers.transport import AiohttpSender, HttpxSender, Sender
+from worker.stats import FleetStatsRefresher
 
 FARM_HOST = "http://farm"
 
@@ -118,7 +119,7 @@ def build_runtime(
             )
             sender = network
         adapters[name] = ADAPTERS[prov.wire](name, prov, sender, base)
-    return Runtime(
+    rt = Runtime(
         settings=settings,
         config=config,
         catalog=catalog,
@@ -131,3 +132,8 @@ def build_runtime(
         clients=clients,
         farm=farm,
     )
+    rt.stats_refresher = FleetStatsRefresher(
+        store, rt.stats, window_s=config.routing.stats_window_s, every_s=config.routing.stats_refresh_s
+    )
+    rt.stats_refresher.ensure_started()  # seeded before the first claim when built on the event loop
+    return rt
