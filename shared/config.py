@@ -161,7 +161,7 @@ class WorkerConfig(_Strict):
 
 class RoutingConfig(_Strict):
     default_class: str = "standard"
-    max_attempts: int = Field(default=6, ge=1, le=50)
+    max_attempts: int = Field(default=8, ge=1, le=50)
     """Ceiling on provider calls per job, across retries and fallbacks."""
     retries_per_endpoint: int = Field(default=2, ge=0, le=10)
     job_deadline_s: float = Field(default=1800.0, gt=0)

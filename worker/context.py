@@ -33,6 +33,7 @@ from worker.router import LiveState
 from worker.stats import EndpointStatsBook, FleetStatsRefresher
 
 batches = Batch.__table__  # type: ignore[attr-defined]
+LIVE_STATE_TTL_S = 0.25
 BUDGET_CACHE_S = 10.0
 """How long a worker trusts a batch's `max_total_cost` or a router key's settings before reading them again
 (a raised limit or a disabled key takes effect within this)."""
@@ -75,6 +76,7 @@ class Runtime:
     """Governance exclusions counted in memory, flushed to the audit table every few seconds."""
     _batch_limits: dict[str, tuple[float, Decimal | None]] = field(default_factory=dict)
     _keys: dict[str, KeyView] = field(default_factory=dict)
+    _live: dict[frozenset[str] | None, tuple[float, LiveState]] = field(default_factory=dict)
     stats_refresher: FleetStatsRefresher | None = None
     """Seeds and refreshes `stats` from the ledger (started on the event loop on first use)."""
 
@@ -83,6 +85,18 @@ class Runtime:
         return self.credentials.secrets()
 
     def live_state(self, missing: frozenset[str] | None = None) -> LiveState:
+        """What the router may know of the world now. Rebuilt at most every `LIVE_STATE_TTL_S` per set of
+        missing providers: the statistics move slowly, and a snapshot per job cost more than the plan."""
+        key = missing
+        cached = self._live.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < LIVE_STATE_TTL_S and cached[1].unhealthy is self.unhealthy:
+            return cached[1]
+        state = self._build_live_state(missing)
+        self._live[key] = (now, state)
+        return state
+
+    def _build_live_state(self, missing: frozenset[str] | None) -> LiveState:
         if self.stats_refresher is not None:
             self.stats_refresher.ensure_started()
         return LiveState(

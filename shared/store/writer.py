@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Engine, and_, literal, update
+from sqlalchemy import Connection, Engine, and_, bindparam, update
 
 from shared.money import Money
 from shared.tables import Batch, BatchState
@@ -76,6 +76,34 @@ class _Pending(Generic[T]):
     future: asyncio.Future[T]
 
 
+_APPLY = (
+    update(batches)
+    .where(batches.c.id == bindparam("bid"))
+    .values(
+        n_succeeded=batches.c.n_succeeded + bindparam("d_ok"),
+        n_failed=batches.c.n_failed + bindparam("d_failed"),
+        n_cancelled=batches.c.n_cancelled + bindparam("d_cancelled"),
+        cost_total=batches.c.cost_total + bindparam("d_cost", type_=Money()),
+        unpriced_calls=batches.c.unpriced_calls + bindparam("d_unpriced"),
+        input_tokens=batches.c.input_tokens + bindparam("d_in"),
+        output_tokens=batches.c.output_tokens + bindparam("d_out"),
+        updated_at=bindparam("now", type_=batches.c.updated_at.type),
+    )
+)
+_COMPLETE = (
+    update(batches)
+    .where(
+        and_(
+            batches.c.id.in_(bindparam("ids", expanding=True)),
+            batches.c.state == BatchState.OPEN.value,
+            batches.c.n_succeeded + batches.c.n_failed + batches.c.n_cancelled >= batches.c.n_total,
+        )
+    )
+    .values(state=BatchState.COMPLETED.value, finished_at=bindparam("now", type_=batches.c.finished_at.type))
+    .returning(batches.c.id)
+)
+
+
 def apply_deltas(conn: Connection, deltas: dict[str, BatchDelta]) -> list[str]:
     """Apply aggregated deltas; return the batches this transaction completed."""
     completed: list[str] = []
@@ -83,18 +111,18 @@ def apply_deltas(conn: Connection, deltas: dict[str, BatchDelta]) -> list[str]:
     for batch_id in sorted(deltas):
         d = deltas[batch_id]
         conn.execute(
-            update(batches)
-            .where(batches.c.id == batch_id)
-            .values(
-                n_succeeded=batches.c.n_succeeded + d.succeeded,
-                n_failed=batches.c.n_failed + d.failed,
-                n_cancelled=batches.c.n_cancelled + d.cancelled,
-                cost_total=batches.c.cost_total + literal(d.cost, Money()),
-                unpriced_calls=batches.c.unpriced_calls + d.unpriced_calls,
-                input_tokens=batches.c.input_tokens + d.input_tokens,
-                output_tokens=batches.c.output_tokens + d.output_tokens,
-                updated_at=now,
-            )
+            _APPLY,
+            {
+                "bid": batch_id,
+                "d_ok": d.succeeded,
+                "d_failed": d.failed,
+                "d_cancelled": d.cancelled,
+                "d_cost": d.cost,
+                "d_unpriced": d.unpriced_calls,
+                "d_in": d.input_tokens,
+                "d_out": d.output_tokens,
+                "now": now,
+            },
         )
         if d.finishes_jobs:
             completed += complete_if_done(conn, [batch_id])
@@ -105,19 +133,7 @@ def complete_if_done(conn: Connection, batch_ids: list[str]) -> list[str]:
     """Mark open batches whose every job is terminal as completed."""
     if not batch_ids:
         return []
-    done = conn.execute(
-        update(batches)
-        .where(
-            and_(
-                batches.c.id.in_(batch_ids),
-                batches.c.state == BatchState.OPEN.value,
-                batches.c.n_succeeded + batches.c.n_failed + batches.c.n_cancelled >= batches.c.n_total,
-            )
-        )
-        .values(state=BatchState.COMPLETED.value, finished_at=utcnow())
-        .returning(batches.c.id)
-    )
-    return [row[0] for row in done]
+    return [row[0] for row in conn.execute(_COMPLETE, {"ids": list(batch_ids), "now": utcnow()})]
 
 
 class GroupCommitWriter:

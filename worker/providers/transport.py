@@ -43,6 +43,7 @@ class AiohttpSender:
     def __init__(self, max_connections: int = 2048) -> None:
         self._max = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -53,7 +54,10 @@ class AiohttpSender:
     async def post(
         self, url: str, headers: dict[str, str], body: bytes, *, timeout_s: float, connect_timeout_s: float
     ) -> RawResponse:
-        timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+        timeout = self._timeouts.get((timeout_s, connect_timeout_s))
+        if timeout is None:  # one per provider setting: building it per call showed up in profiles
+            timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+            self._timeouts[(timeout_s, connect_timeout_s)] = timeout
         try:
             async with self._client().post(url, data=body, headers=headers, timeout=timeout) as resp:
                 data = await resp.read()
