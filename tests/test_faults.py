@@ -25,7 +25,8 @@ FAULTY = (
     )
     .replace('[providers.beta]\nbase_url = "sim://beta"', '[providers.beta]\nbase_url = "sim://beta"\ntimeout_s = 0.5')
     .replace('base_url = "sim://gamma"', 'base_url = "sim://gamma"\ntimeout_s = 0.5')
-    .replace("retries_per_endpoint = 1", "retries_per_endpoint = 2").replace("max_attempts = 6", "max_attempts = 8")
+    .replace("retries_per_endpoint = 1", "retries_per_endpoint = 2")
+    .replace("max_attempts = 6", "max_attempts = 8")
 )
 
 

@@ -15,6 +15,7 @@ A budget scope missing from Redis (restart, flush, new period) is rebuilt from t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -108,6 +109,9 @@ class Admission:
         self._admit = redis.register_script(_lua("admit"))
         self._settle = redis.register_script(_lua("settle"))
         self._batched = ScriptCoalescer(redis)
+        self._ok_pending: dict[str, int] = {}
+        """Successes with nothing else to settle, counted per endpoint and sent once a second (and before any
+        failure of the same endpoint, so consecutive-failure counts stay exact)."""
         self._circuit_args = [
             circuits.consecutive_failures,
             circuits.failure_rate,
@@ -177,7 +181,14 @@ class Admission:
         scope order; None = unknown, keep the reservation; omitted = nothing, a failed call) and record the
         outcome."""
         outcome = outcome_of(error)
+        if outcome == "ok" and not ticket.scopes and rate is None and not ticket.probe:
+            self._ok_pending[ticket.slug] = self._ok_pending.get(ticket.slug, 0) + 1
+            return
+        if outcome == "fail" and ticket.slug in self._ok_pending:
+            self._send_successes(ticket.slug)  # queued ahead of this failure in the same pipeline
         retry_ms = -1 if error is None or error.retry_after is None else int(error.retry_after * 1000)
+        if outcome == "ok":
+            retry_ms = 1
         per_scope: list[Any] = []
         for i, (name, nanos) in enumerate(ticket.scopes):
             real = Decimal(0) if charges is None else charges[i]
@@ -204,6 +215,16 @@ class Admission:
             log.warning("circuit opened for %s after %s", ticket.slug, error.message if error else "failures")
         elif result == "closed":
             log.info("circuit closed for %s: probe succeeded", ticket.slug)
+
+    def _send_successes(self, slug: str) -> asyncio.Future[Any]:
+        count = self._ok_pending.pop(slug)
+        args = [self.prefix, slug, "", "ok", count, -1, -1, -1, -1, "", 0, 0, 0, *self._circuit_args]
+        return self._batched.call(self._settle, args)
+
+    async def flush_successes(self) -> None:
+        """Send the successes counted since the last flush (the dispatcher calls this every second)."""
+        if self._ok_pending:
+            await asyncio.gather(*(self._send_successes(slug) for slug in list(self._ok_pending)))
 
     async def open_circuits(self) -> frozenset[str]:
         """Endpoints whose circuit is open and not yet due a probe: the planner leaves them out."""

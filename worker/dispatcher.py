@@ -49,10 +49,11 @@ class Dispatcher:
         self.rt = rt
         self.queue = rt.queue
         self.runner = JobRunner(rt)
-        # `max_in_flight` provider calls at a time; half as many again are held so that claiming, planning and
-        # recording overlap with calls instead of leaving call slots idle between a job's end and the next start
+        # `max_in_flight` provider calls at a time; as many again are held, claimed and recorded, ready to call,
+        # so that a wave of answers is followed at once by the next wave of calls instead of by the claiming,
+        # planning and recording of their jobs
         rt.call_slots = asyncio.Semaphore(max_in_flight)
-        self.max_in_flight = max_in_flight + max(4, max_in_flight // 2)
+        self.max_in_flight = 2 * max_in_flight
         self.in_flight: dict[str, tuple[int, asyncio.Task[None]]] = {}
         self.stats = DispatchStats()
         self._slot_freed = asyncio.Event()
@@ -76,6 +77,7 @@ class Dispatcher:
         ticks = 0
         while True:
             try:
+                await self.rt.admission.flush_successes()
                 self.rt.unhealthy = await self.rt.admission.open_circuits()
                 if ticks % 5 == 0 and len(self.rt.denials):
                     await self.rt.denials.flush(self.rt.store)
@@ -235,6 +237,7 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await self._flush_acks()
+        await self.rt.admission.flush_successes()
         if len(self.rt.denials):
             await self.rt.denials.flush(self.rt.store)
         for task in (self._renew_task, self._health_task):

@@ -4,7 +4,8 @@
 -- ARGV:  1 prefix   2 endpoint slug   3 bucket id ('' = none)
 --        4 outcome: 'ok' | 'fail' (counts against the circuit) | 'neutral' (e.g. a 400: the request, not
 --          the endpoint) | 'limited' (429: back off the bucket)
---        5 retry-after ms (for 'limited', -1 = none)   6 remaining requests (-1)   7 remaining tokens (-1)
+--        5 retry-after ms for 'limited' (-1 = none); for 'ok', how many successes this settles (batched)
+--        6 remaining requests (-1)   7 remaining tokens (-1)
 --        8 provider's request limit (-1)   9 provider's token limit (-1)
 --        10 attempt id   11, 12 (unused)   13 number of scopes, then per scope: name, real charge, reserved
 --           amount (nano-dollars)
@@ -49,13 +50,19 @@ if outcome == 'ok' or outcome == 'fail' then
     ws, wf = 0, 0
   end
   if outcome == 'ok' then
-    ws = ws + 1
-    if c[1] == 'h' or c[1] == 'o' then
-      redis.call('HSET', cb, 'state', 'c', 'fails', 0, 'cool', cooldown, 'wb', wb, 'ws', 1, 'wf', 0, 'pws', 0, 'pwf', 0)
+    local count = math.max(1, tonumber(ARGV[5]))
+    ws = ws + count
+    if c[1] == 'h' then
+      -- a success while half-open (the probe, or a call admitted just before) closes the circuit; a success
+      -- of a call admitted before the circuit opened does not reopen it (it says nothing of the outage)
+      redis.call('HSET', cb, 'state', 'c', 'fails', 0, 'cool', cooldown, 'wb', wb, 'ws', count, 'wf', 0, 'pws', 0,
+        'pwf', 0)
+    elseif c[1] == 'o' then
+      redis.call('HSET', cb, 'wb', wb, 'ws', ws, 'wf', wf, 'pws', pws, 'pwf', pwf)
     elseif (tonumber(c[2]) or 0) > 0 or wb ~= cwb or c[3] == false then
       redis.call('HSET', cb, 'fails', 0, 'wb', wb, 'ws', ws, 'wf', wf, 'pws', pws, 'pwf', pwf)
     else
-      redis.call('HINCRBY', cb, 'ws', 1)
+      redis.call('HINCRBY', cb, 'ws', count)
     end
   else
     wf = wf + 1
@@ -73,7 +80,7 @@ if outcome == 'ok' or outcome == 'fail' then
       redis.call('HSET', cb, 'fails', fails, 'wb', wb, 'ws', ws, 'wf', wf, 'pws', pws, 'pwf', pwf)
     end
   end
-  if outcome == 'ok' and (c[1] == 'h' or c[1] == 'o') then
+  if outcome == 'ok' and c[1] == 'h' then
     redis.call('ZREM', p .. 'cb:open', ARGV[2])
     result = 'closed'
   end
