@@ -10,7 +10,9 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
-import shared.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+import shared.tables
+import shared.tables_gateway
+import shared.tables_webhooks  # noqa: F401  (webhook subscriptions, deliveries, attempts)
 
 
 def normalise_url(url: str) -> str:
