@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from producer.cli import batches, ops, serve  # noqa: F401  (register commands)
+from producer.cli import api, batches, ops, serve, webhooks  # noqa: F401  (register commands)
 from producer.cli.app import app
 
 
