@@ -328,3 +328,27 @@ async def test_uploads_over_the_limit_are_refused(
         r = await c.post("/v1/files", files={"file": ("x.jsonl", big)}, data={"purpose": "batch"}, headers=auth(ALICE))
         assert r.status_code == 413
         assert (await c.get("/v1/routeyard/batches", headers=auth(ALICE))).json()["data"] == []
+
+
+async def test_parsing_runs_off_the_event_loop(
+    gw: tuple[httpx.AsyncClient, Embedded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    import producer.gateway.lines as lines_module
+
+    threads: set[str] = set()
+    original = lines_module.parse_line
+
+    def recording(raw: bytes, line_no: int) -> Any:
+        threads.add(threading.current_thread().name)
+        return original(raw, line_no)
+
+    monkeypatch.setattr(lines_module, "parse_line", recording)
+    c, _ = gw
+    body = b"".join(json.dumps({"prompt": f"q{i}"}).encode() + b"\n" for i in range(2500))
+    r = await c.post(
+        "/v1/routeyard/batches/upload", content=body, headers={**auth(ALICE), "content-type": "application/jsonl"}
+    )
+    assert r.json()["accepted"] == 2500
+    assert threads and threading.main_thread().name not in threads
