@@ -32,7 +32,7 @@ from shared.store.writer import Deltas, complete_if_done
 from shared.tables import Batch, BatchState, Job, JobState
 from shared.timeutil import utcnow
 from shared.webhook_targets import WebhookTargetGuard
-from shared.webhooks import BATCH_EVENTS, Subscription, parse_events, subscribe
+from shared.webhooks import BATCH_EVENTS, Subscription, announce, parse_events, subscribe
 
 CHUNK = 1000
 batches = Batch.__table__  # type: ignore[attr-defined]
@@ -136,7 +136,7 @@ class Producer:
         if chunk:
             await self._flush(bid, chunk, options)
             report.accepted += len(chunk)
-        await self.store.write_direct(self._seal(bid, report.rejected))
+        await self._seal_and_announce(bid, report)
         if progress:
             progress(report.accepted, report.rejected)
         return report
@@ -244,7 +244,7 @@ class Producer:
             if rows:
                 await self._flush(bid, rows, options)
                 report.accepted += len(rows)
-        await self.store.write_direct(self._seal(bid, report.rejected))
+        await self._seal_and_announce(bid, report)
         return report
 
     def _row(self, bid: str, line: Line, options: BatchOptions, now: Any) -> dict[str, Any]:
@@ -306,15 +306,21 @@ class Producer:
         return op
 
     def _seal(self, bid: str, rejected: int) -> Any:
-        def op(conn: Connection, deltas: Deltas) -> None:
+        def op(conn: Connection, deltas: Deltas) -> list[str]:
             conn.execute(
                 update(batches)
                 .where(batches.c.id == bid, batches.c.state == BatchState.SUBMITTING.value)
                 .values(state=BatchState.OPEN.value, n_rejected=rejected, updated_at=utcnow())
             )
-            complete_if_done(conn, [bid])  # every job may already have finished
+            return complete_if_done(conn, [bid])  # every job may already have finished
 
         return op
+
+    async def _seal_and_announce(self, bid: str, report: SubmitReport) -> None:
+        completed = await self.store.write_direct(self._seal(bid, report.rejected))
+        if completed and report.webhook is not None:
+            # finished before it was sealed: no worker's write completed it, so no worker announces it
+            await announce(self.queue.redis, self.queue.keys.prefix, bid)
 
     # ------------------------------------------------------------------ following a batch
     async def batch(self, batch_id: str) -> dict[str, Any] | None:

@@ -186,6 +186,20 @@ async def _settled(env: Env, n: int) -> None:
     raise TimeoutError("deliveries still pending")
 
 
+async def test_a_batch_finished_at_submission_is_announced(env: Env) -> None:
+    # every line invalid: the batch is complete the moment it is sealed — by the producer, not by a worker
+    with webhook_receiver() as rec:
+        r = await env.client.post(
+            "/v1/routeyard/batches",
+            json={"jobs": [{"nope": 1}, {"nope": 2}], "webhook_url": rec.url},
+            headers=auth(ALICE),
+        )
+        assert r.json()["accepted"] == 0 and r.json()["batch"]["state"] == "completed"
+        [got] = await rec.wait_for(1)
+    payload = _verify(r.json()["webhook"]["secret"], got)
+    assert payload["type"] == "batch.failed" and payload["data"]["counts"]["rejected"] == 2
+
+
 async def test_410_disables_the_endpoint(env: Env) -> None:
     with webhook_receiver(answer=lambda n: 410) as rec:
         lines = [{"prompt": f"q{i}"} for i in range(4)]

@@ -206,7 +206,7 @@ async def webhook_fanout(
     now = utcnow()
     rows: list[dict[str, Any]] = []
     if job_events:
-        job_rows = await store.read(_jobs_by_id([j for j, _ in job_events]))
+        job_rows = await store.read(queries.jobs_by_id([j for j, _ in job_events]))
         for job in job_rows:
             event = {JobState.SUCCEEDED.value: JOB_SUCCEEDED, JobState.FAILED.value: JOB_FAILED}.get(job["state"])
             if event is None:
@@ -247,19 +247,6 @@ async def webhook_fanout(
     for delivery_id in inserted:
         await svc.enqueue_try(delivery_id, 1, svc.delay_before(1) or 0.0)
     return {"deliveries": len(inserted)}
-
-
-def _jobs_by_id(ids: list[str]) -> Any:
-    from sqlalchemy import Connection, select
-
-    from shared.tables import Job
-
-    jobs = Job.__table__  # type: ignore[attr-defined]
-
-    def q(conn: Connection) -> list[dict[str, Any]]:
-        return [dict(r) for r in conn.execute(select(jobs).where(jobs.c.id.in_(ids)).order_by(jobs.c.id)).mappings()]
-
-    return q
 
 
 # ---------------------------------------------------------------------------------------------- one try

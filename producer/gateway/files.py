@@ -26,12 +26,13 @@ from shared.ids import new_id
 from shared.store import Store, queries
 from shared.store.writer import Deltas, Operation
 from shared.tables import JobState
-from shared.tables_gateway import FILE_CHUNK_BYTES, FileChunk, LineRejection, StoredFile
+from shared.tables_gateway import FILE_CHUNK_BYTES, FileChunk, LineRejection, OpenAIBatch, StoredFile
 from shared.timeutil import utcnow
 
 files = StoredFile.__table__  # type: ignore[attr-defined]
 chunks = FileChunk.__table__  # type: ignore[attr-defined]
 rejections = LineRejection.__table__  # type: ignore[attr-defined]
+openai_batches = OpenAIBatch.__table__  # type: ignore[attr-defined]
 
 OUTPUT, ERRORS = "output", "errors"
 
@@ -156,6 +157,24 @@ async def chunks_async(store: Store, file_id: str, n_chunks: int) -> AsyncIterat
         if data is None:
             return
         yield data
+
+
+# ---------------------------------------------------------------------------------------------- OpenAI batches
+def openai_batch_row(batch_id: str) -> Callable[[Connection], dict[str, Any] | None]:
+    """What `POST /v1/batches` recorded beside the batch: input file, endpoint, completion window."""
+
+    def q(conn: Connection) -> dict[str, Any] | None:
+        r = conn.execute(select(openai_batches).where(openai_batches.c.batch_id == batch_id)).mappings().first()
+        return None if r is None else dict(r)
+
+    return q
+
+
+def insert_openai_batch(values: dict[str, Any]) -> Operation[None]:
+    def op(conn: Connection, deltas: Deltas) -> None:
+        conn.execute(insert(openai_batches).values(**values))
+
+    return op
 
 
 # ---------------------------------------------------------------------------------------------- rejected lines

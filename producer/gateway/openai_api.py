@@ -42,6 +42,8 @@ from producer.gateway.files import (
     file_list,
     generated_file_id,
     generated_lines,
+    insert_openai_batch,
+    openai_batch_row,
     rejection_page,
     store_upload,
     unix,
@@ -70,10 +72,8 @@ from producer.views import is_terminal
 from shared.models import Priority, ProviderPreferences
 from shared.store import queries
 from shared.tables import BatchState
-from shared.tables_gateway import OpenAIBatch
 
 router = APIRouter(prefix="/v1", tags=["openai"])
-openai_batches = OpenAIBatch.__table__  # type: ignore[attr-defined]
 
 ENDPOINTS = ("/v1/chat/completions",)
 WINDOW = "24h"
@@ -191,7 +191,7 @@ async def batch_object(
     gw: Gateway, row: dict[str, Any], extra: dict[str, Any] | None = None, webhook: WebhookReveal | None = None
 ) -> BatchObject:
     if extra is None:
-        extra = await gw.store.read(_openai_row(row["id"])) or {}
+        extra = await gw.store.read(openai_batch_row(row["id"])) or {}
     status = _openai_status(row)
     terminal = is_terminal(row)
     created = unix(row["created_at"]) or 0
@@ -236,25 +236,6 @@ async def batch_object(
         routeyard_cost_total=str(row["cost_total"]),
         routeyard_webhook=webhook,
     )
-
-
-def _openai_row(batch_id: str) -> Any:
-    from sqlalchemy import Connection, select
-
-    def q(conn: Connection) -> dict[str, Any] | None:
-        r = conn.execute(select(openai_batches).where(openai_batches.c.batch_id == batch_id)).mappings().first()
-        return None if r is None else dict(r)
-
-    return q
-
-
-def _insert_openai_row(values: dict[str, Any]) -> Any:
-    from sqlalchemy import Connection, insert
-
-    def op(conn: Connection, deltas: Any) -> None:
-        conn.execute(insert(openai_batches).values(**values))
-
-    return op
 
 
 def _options_from_metadata(
@@ -332,7 +313,7 @@ async def create_batch(body: BatchCreate, p: Who, gw: Gw) -> JSONResponse:
         "endpoint": body.endpoint,
         "completion_window": body.completion_window,
     }
-    await gw.store.write_direct(_insert_openai_row(extra))
+    await gw.store.write_direct(insert_openai_batch(extra))
     row = await gw.store.read(queries.batch_row(report.batch_id))
     assert row is not None
     webhook = WebhookReveal(**report.webhook.reveal()) if report.webhook else None

@@ -81,6 +81,14 @@ def job(job_id: str) -> Callable[[Connection], dict[str, Any] | None]:
     return q
 
 
+def jobs_by_id(job_ids: list[str]) -> Callable[[Connection], list[dict[str, Any]]]:
+    def q(conn: Connection) -> list[dict[str, Any]]:
+        rows = conn.execute(select(jobs).where(jobs.c.id.in_(job_ids)).order_by(jobs.c.id)).mappings()
+        return [dict(r) for r in rows]
+
+    return q
+
+
 def job_page(
     batch_id: str, *, after_id: str | None = None, limit: int = 1000, states: list[str] | None = None
 ) -> Callable[[Connection], list[dict[str, Any]]]:
