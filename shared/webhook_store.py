@@ -78,6 +78,19 @@ def line_subscription(primary: dict[str, Any], url: str) -> Operation[str]:
     return op
 
 
+def jobs_with_own_webhook(job_ids: Sequence[str]) -> Callable[[Connection], list[str]]:
+    """Which of these jobs carry their own `webhook_url` (found in the stored spec, without loading results)."""
+    from shared.tables import Job
+
+    jobs = Job.__table__  # type: ignore[attr-defined]
+
+    def q(conn: Connection) -> list[str]:
+        rows = conn.execute(select(jobs.c.id).where(jobs.c.id.in_(list(job_ids)), jobs.c.spec.like('%"webhook_url":%')))
+        return [r[0] for r in rows]
+
+    return q
+
+
 def _insert(conn: Connection, table: Any) -> Any:
     return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
 

@@ -55,6 +55,7 @@ def webhook_config(**overrides: Any) -> Any:
 class Received:
     body: bytes
     headers: dict[str, str]
+    path: str = "/hook"
 
 
 @dataclass
@@ -95,7 +96,8 @@ def webhook_receiver(answer: Callable[[int], int] = lambda n: 200) -> Iterator[R
         if scope["method"] == "GET":
             status = 200
         else:
-            rec.received.append(Received(body, {k.decode(): v.decode() for k, v in scope["headers"]}))
+            headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+            rec.received.append(Received(body, headers, scope["path"]))
             status = rec.answer(len(rec.received))
         await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"ok"})

@@ -186,6 +186,25 @@ async def _settled(env: Env, n: int) -> None:
     raise TimeoutError("deliveries still pending")
 
 
+async def test_a_lines_own_webhook_url_gets_its_job_events(env: Env) -> None:
+    with webhook_receiver() as rec:
+        own = rec.url.replace("/hook", "/line-7")
+        jobs = [{"prompt": "a"}, {"prompt": "b", "custom_id": "seven", "webhook_url": own}, {"prompt": "c"}]
+        r = await env.client.post(
+            "/v1/routeyard/batches", json={"jobs": jobs, "webhook_url": rec.url}, headers=auth(ALICE)
+        )
+        assert r.json()["accepted"] == 3, r.text
+        got = await rec.wait_for(2)
+        await _settled(env, 2)
+    secret = r.json()["webhook"]["secret"]  # one secret signs everything of the submission
+    events = sorted((x.path, _verify(secret, x)["type"]) for x in got)
+    assert events == [("/hook", "batch.completed"), ("/line-7", "job.succeeded")]
+    assert _verify(secret, next(x for x in got if x.path == "/line-7"))["data"]["custom_id"] == "seven"
+    # without a batch webhook there is no secret to sign a line's events with: the line is refused
+    r = await env.client.post("/v1/routeyard/batches", json={"jobs": jobs}, headers=auth(ALICE))
+    assert r.json()["accepted"] == 2 and r.json()["errors"][0]["line"] == 2
+
+
 async def test_a_batch_finished_at_submission_is_announced(env: Env) -> None:
     # every line invalid: the batch is complete the moment it is sealed — by the producer, not by a worker
     with webhook_receiver() as rec:
@@ -351,3 +370,65 @@ def test_refused_at_submission_through_the_cli(tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 1 and "refused" in proc.stderr and "169.254.169.254" in proc.stderr, proc.stderr
+
+
+async def test_cli_lists_deliveries_and_replays(
+    settings: Settings, tmp_path: Path, real_redis: ArqRedis, key_prefix: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from shared.timeutil import utcnow
+    from shared.webhook_store import insert_deliveries, new_delivery, record_attempt
+    from shared.webhooks import arq_queue_name, subscribe
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    store = Store.open(url)
+    box = load_box(settings.home)
+    sub, op = subscribe(box, "bat_cli", "https://93.184.215.14/hook", ["batch.completed"], None)
+    await store.write_direct(op)
+    row = new_delivery(
+        sub.id, sub.url, "msg_bat_cli", "batch.completed", "{}", batch_id="bat_cli", job_id=None, now=utcnow()
+    )
+    [delivery_id] = await store.write_direct(insert_deliveries([row]))
+    row["id"] = delivery_id
+    await store.write_direct(
+        record_attempt(row, attempt=1, started_at=utcnow(), outcome="failed", status_code=502, latency_ms=12,
+                       error=None, next_attempt_at=None)
+    )  # fmt: skip
+    await store.close()
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "ROUTEYARD_REDIS_PREFIX": key_prefix,
+        "ROUTEYARD_HOME": str(settings.home),
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "producer.cli", "webhooks", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    listed = cli("deliveries", "--batch", "bat_cli", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [d] = json.loads(listed.stdout)
+    assert d["status"] == "failed" and d["tries"][0]["status_code"] == 502 and "secret" not in listed.stdout
+    replayed = cli("replay", "--batch", "bat_cli", "--failed")
+    assert replayed.returncode == 0, replayed.stderr
+    [new_id] = replayed.stdout.split()
+    try:
+        assert await real_redis.zscore(arq_queue_name(key_prefix), f"{new_id}:1") is not None  # queued for the workers
+    finally:
+        await real_redis.delete(f"arq:job:{new_id}:1")
+    store = Store.open(url)
+    rows = await store.read(lambda conn: [dict(r) for r in conn.execute(select(WebhookDelivery.__table__)).mappings()])  # type: ignore[attr-defined]
+    await store.close()
+    by_id = {r["id"]: r for r in rows}
+    assert by_id[new_id]["replay_of"] == delivery_id and by_id[new_id]["message_id"] == "msg_bat_cli"
+    assert cli("replay").returncode == 2

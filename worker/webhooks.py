@@ -45,6 +45,7 @@ from shared.timeutil import utcnow
 from shared.webhook_store import (
     delivery_for_attempt,
     insert_deliveries,
+    jobs_with_own_webhook,
     line_subscription,
     new_delivery,
     overdue_deliveries,
@@ -205,8 +206,12 @@ async def webhook_fanout(
         return {"deliveries": 0}
     now = utcnow()
     rows: list[dict[str, Any]] = []
-    if job_events:
-        job_rows = await store.read(queries.jobs_by_id([j for j, _ in job_events]))
+    job_ids = [j for j, _ in job_events]
+    if job_ids and not any(e in s["events"].split(",") for s in primaries for e in (JOB_SUCCEEDED, JOB_FAILED)):
+        # nobody subscribed to job events: only jobs with their own webhook_url matter (cheap to find)
+        job_ids = await store.read(jobs_with_own_webhook(job_ids))
+    if job_ids:
+        job_rows = await store.read(queries.jobs_by_id(job_ids))
         for job in job_rows:
             event = {JobState.SUCCEEDED.value: JOB_SUCCEEDED, JobState.FAILED.value: JOB_FAILED}.get(job["state"])
             if event is None:

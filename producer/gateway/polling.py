@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from shared.store import Store, queries
 from shared.timeutil import utcnow
 
 MAX_WAIT_S = 60.0
+log = logging.getLogger("routeyard.gateway")
 
 
 def etag_for(row: dict[str, Any]) -> str:
@@ -91,7 +93,12 @@ class BatchWatcher:
     async def _poll(self, batch_id: str, w: _Watch) -> None:
         last: str | None = None
         while True:
-            row = await self.store.read(queries.batch_row(batch_id))
+            try:
+                row = await self.store.read(queries.batch_row(batch_id))
+            except Exception:  # the store hiccuped: waiters keep waiting (bounded by their timeout)
+                log.warning("long poll of %s: reading the batch failed; retrying", batch_id, exc_info=True)
+                await asyncio.sleep(self.interval_s)
+                continue
             tag = etag_for(row) if row is not None else None
             if tag != last or w.row is None:
                 w.row, last = row, tag
