@@ -12,8 +12,11 @@ address (DNS rebinding) is refused then too.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -89,18 +92,25 @@ def _addresses(
 
 
 class WebhookTargetGuard:
-    """`check_webhook_url` with the config's rule and a per-host memo, for validating many lines."""
+    """`check_webhook_url` with the config's rule and a short memo of accepted URLs, for validating many lines
+    (a 50,000-line batch naming one receiver resolves it once, not 50,000 times). Accepted URLs are
+    re-checked after `ttl_s`, so a long-lived producer (the gateway) notices a name that moved."""
 
-    def __init__(self, *, allow_private: bool, resolver: Resolver | None = None, memo_size: int = 1024) -> None:
+    def __init__(
+        self, *, allow_private: bool, resolver: Resolver | None = None, memo_size: int = 1024, ttl_s: float = 60.0
+    ) -> None:
         self.allow_private = allow_private
         self.resolver = resolver
-        self._ok: dict[str, None] = {}
+        self.ttl_s = ttl_s
+        self._ok: OrderedDict[str, float] = OrderedDict()
         self._memo_size = memo_size
 
     def check(self, url: str) -> None:
-        if url in self._ok:
+        checked_at = self._ok.get(url)
+        if checked_at is not None and time.monotonic() - checked_at < self.ttl_s:
             return
         check_webhook_url(url, allow_private=self.allow_private, resolver=self.resolver)
-        if len(self._ok) >= self._memo_size:
-            self._ok.pop(next(iter(self._ok)))
-        self._ok[url] = None
+        self._ok[url] = time.monotonic()
+        while len(self._ok) > self._memo_size:
+            with contextlib.suppress(KeyError):  # another thread may be trimming too
+                self._ok.popitem(last=False)

@@ -352,3 +352,13 @@ async def test_parsing_runs_off_the_event_loop(
     )
     assert r.json()["accepted"] == 2500
     assert threads and threading.main_thread().name not in threads
+
+
+def test_routeyard_api_needs_an_authenticator(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from producer.cli import app as cli
+
+    monkeypatch.delenv("ROUTEYARD_ADMIN_TOKEN", raising=False)
+    result = CliRunner().invoke(cli, ["api", "--port", "1"])
+    assert result.exit_code == 2 and "ROUTEYARD_ADMIN_TOKEN" in result.output

@@ -205,6 +205,23 @@ async def test_a_lines_own_webhook_url_gets_its_job_events(env: Env) -> None:
     assert r.json()["accepted"] == 2 and r.json()["errors"][0]["line"] == 2
 
 
+async def test_a_cancelled_batch_is_announced(env: Env) -> None:
+    await env.emb.worker.drain(0)  # no inference: the jobs wait in the queue (webhook jobs still run)
+    with webhook_receiver() as rec:
+        r = await env.client.post(
+            "/v1/routeyard/batches", json={"jobs": [{"prompt": "a"}, {"prompt": "b"}], "webhook_url": rec.url},
+            headers=auth(ALICE),
+        )  # fmt: skip
+        batch_id = r.json()["batch_id"]
+        assert (
+            await env.client.post(f"/v1/routeyard/batches/{batch_id}/cancel", headers=auth(ALICE))
+        ).status_code == 200
+        [got] = await rec.wait_for(1)
+    payload = _verify(r.json()["webhook"]["secret"], got)
+    assert payload["type"] == "batch.cancelled" and payload["data"]["counts"]["cancelled"] == 2
+    assert got.headers["webhook-id"] == f"msg_{batch_id}"
+
+
 async def test_a_batch_finished_at_submission_is_announced(env: Env) -> None:
     # every line invalid: the batch is complete the moment it is sealed — by the producer, not by a worker
     with webhook_receiver() as rec:

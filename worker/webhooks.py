@@ -354,10 +354,11 @@ async def webhook_sweep(ctx: dict[str, Any]) -> dict[str, int]:
 def arq_functions() -> list[Any]:
     """The arq functions RouteyardWorker registers."""
     timeout = 120
+    keep = 60  # seconds arq keeps a result: the tries' record is the webhook_attempts table, not Redis
     return [
-        func(webhook_fanout, name=FANOUT_FUNCTION, timeout=timeout, max_tries=3),
-        func(webhook_deliver, name=DELIVER_FUNCTION, timeout=timeout, max_tries=3),
-        func(webhook_sweep, name=SWEEP_FUNCTION, timeout=timeout),
+        func(webhook_fanout, name=FANOUT_FUNCTION, timeout=timeout, max_tries=3, keep_result=keep),
+        func(webhook_deliver, name=DELIVER_FUNCTION, timeout=timeout, max_tries=3, keep_result=keep),
+        func(webhook_sweep, name=SWEEP_FUNCTION, timeout=timeout, keep_result=keep),
     ]
 
 
