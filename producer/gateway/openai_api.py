@@ -10,7 +10,8 @@
     GET  /v1/batches/{id}
     POST /v1/batches/{id}/cancel
 
-Statuses: `validating` while the input is being read and checked, `in_progress` while jobs run, `completed`
+Batches submitted through routeyard's own API are listed and readable here too (their `input_file_id` is
+empty). Statuses: `validating` while the input is being read and checked, `in_progress` while jobs run, `completed`
 when every job is done (an input with no valid line is `failed`), `cancelled` after a cancel. (`finalizing`
 is never needed — outputs are generated on download — and a batch does not expire: jobs have their own
 deadline, `routing.job_deadline_s`.) `request_counts.failed` counts failed, cancelled and rejected requests.
@@ -165,13 +166,11 @@ async def remove_file(file_id: str, p: Who, gw: Gw) -> FileDeleted:
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 async def file_content(file_id: str, p: Who, gw: Gw) -> StreamingResponse:
-    row = await gw.file_for(p, file_id)
-    body: AsyncIterator[bytes]
-    if "generated" in row:
+    row = await gw.file_for(p, file_id, size=False)
+    if "generated" in row:  # streamed as it is generated (chunked: its size is not known up front)
         batch_id, kind = row["generated"]
-        body = generated_lines(gw.store, batch_id, kind)
-    else:
-        body = chunks_async(gw.store, file_id, row["chunks"])
+        return StreamingResponse(generated_lines(gw.store, batch_id, kind), media_type="application/octet-stream")
+    body: AsyncIterator[bytes] = chunks_async(gw.store, file_id, row["chunks"])
     return StreamingResponse(body, media_type="application/octet-stream", headers={"Content-Length": str(row["bytes"])})
 
 

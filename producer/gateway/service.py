@@ -82,8 +82,9 @@ class Gateway:
             raise not_found("job", job_id)
         return row
 
-    async def file_for(self, p: Principal, file_id: str) -> dict[str, Any]:
-        """An uploaded file's row, or a generated file's description (from its batch)."""
+    async def file_for(self, p: Principal, file_id: str, *, size: bool = True) -> dict[str, Any]:
+        """An uploaded file's row, or a generated file's description (from its batch; `size=False` skips
+        counting its bytes, which means generating it)."""
         generated = parse_generated(file_id)
         if generated is not None:
             batch_id, kind = generated
@@ -96,7 +97,7 @@ class Gateway:
                 "api_key_id": row["api_key_id"],
                 "purpose": "batch_output",
                 "filename": f"{batch_id}_{kind}.jsonl",
-                "bytes": await self.generated_size(file_id, batch_id, kind),
+                "bytes": await self.generated_size(file_id, batch_id, kind) if size else None,
                 "status": "processed",
                 "expires_at": None,
                 "generated": (batch_id, kind),
