@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -23,7 +23,8 @@ from producer.ingest import Line, LineError, read_lines
 from producer.validate import SpecChecker
 from shared.auth import Principal
 from shared.catalog import Catalog
-from shared.errors import InputError
+from shared.crypto import SecretBox
+from shared.errors import ConfigError, InputError
 from shared.ids import batch_id as new_batch_id
 from shared.ids import job_id as new_job_id
 from shared.models import JobSpec, Priority
@@ -32,6 +33,8 @@ from shared.store import Store, queries
 from shared.store.writer import Deltas, complete_if_done
 from shared.tables import Batch, BatchState, Job, JobState
 from shared.timeutil import utcnow
+from shared.webhook_targets import WebhookTargetGuard
+from shared.webhooks import BATCH_EVENTS, Subscription, announce, parse_events, subscribe
 
 CHUNK = 1000
 batches = Batch.__table__  # type: ignore[attr-defined]
@@ -44,10 +47,14 @@ class SubmitReport:
     accepted: int = 0
     errors: list[LineError] = field(default_factory=list)
     rejected_all: bool = False
+    webhook: Subscription | None = None
+    """The webhook subscription made for this submission: its secret is shown once, never logged."""
+    errors_passed_on: int = 0
+    """Rejected lines handed to an `on_errors` callback instead of kept in `errors`."""
 
     @property
     def rejected(self) -> int:
-        return len(self.errors)
+        return len(self.errors) + self.errors_passed_on
 
 
 @dataclass
@@ -58,11 +65,12 @@ class BatchOptions:
     max_total_cost: Decimal | None = None
     metadata: dict[str, str] | None = None
     webhook_url: str | None = None
+    webhook_events: list[str] | None = None
+    """Events sent to `webhook_url` (default: the batch events; add `job.succeeded`/`job.failed` for every job)."""
     api_key_id: str | None = None
-    """The router key submitting: the key must be usable and under its limit, and each line within what it
-    allows (`producer.admission`); refusals raise `shared.keys.KeyRefused` or become line errors."""
     principal: Principal | None = None
-    """Who is submitting (the gateway's authenticated caller); gives `api_key_id` when that is unset."""
+    """Who submits: its router key is recorded on every job and checked (disabled, expired, over its limit,
+    asking for what it may not use). `api_key_id` alone does the same for tools that act for a key."""
     source: str | None = None
     strict: bool = False
     """All-or-nothing: one bad line rejects the whole file."""
@@ -72,11 +80,14 @@ ProgressFn = Callable[[int, int], None]
 
 
 class Producer:
-    def __init__(self, store: Store, queue: JobQueue, catalog: Catalog) -> None:
+    def __init__(self, store: Store, queue: JobQueue, catalog: Catalog, *, box: SecretBox | None = None) -> None:
         self.store = store
         self.queue = queue
         self.catalog = catalog
         self.checker = SpecChecker(catalog)
+        self.box = box
+        """Encrypts webhook secrets at rest; needed only for submissions with a webhook."""
+        self.webhook_guard = WebhookTargetGuard(allow_private=catalog.config.webhooks.allow_private_targets)
 
     # ------------------------------------------------------------------ submission
     async def submit_file(
@@ -87,11 +98,7 @@ class Producer:
         if options.strict:
             gate = await self._admit(options)
             with open(path, "rb") as f:  # noqa: ASYNC230 - submission reads its file line by line; nothing else waits
-                errors = [
-                    e
-                    for e in self._checked(read_lines(f), set(), gate, options.default_class)
-                    if isinstance(e, LineError)
-                ]
+                errors = [e for e in self._checked(read_lines(f), set(), options, gate) if isinstance(e, LineError)]
             if errors:
                 await self._flush_refusals(gate, None)
                 return SubmitReport(None, 0, errors, rejected_all=True)
@@ -103,9 +110,7 @@ class Producer:
         if options.strict:
             gate = await self._admit(options)
             lines = list(read_lines(stream))
-            errors = [
-                e for e in self._checked(iter(lines), set(), gate, options.default_class) if isinstance(e, LineError)
-            ]
+            errors = [e for e in self._checked(iter(lines), set(), options, gate) if isinstance(e, LineError)]
             if errors:
                 await self._flush_refusals(gate, None)
                 return SubmitReport(None, 0, errors, rejected_all=True)
@@ -118,16 +123,16 @@ class Producer:
     async def submit_lines(
         self, lines: Iterable[Line | LineError], options: BatchOptions, progress: ProgressFn | None = None
     ) -> SubmitReport:
-        if options.default_class is not None and options.default_class not in self.catalog.classes:
-            raise InputError(f"unknown class {options.default_class!r}", code="unknown_class")
+        self.check_options(options)
         gate = await self._admit(options)
         now = utcnow()
         bid = new_batch_id()
         report = SubmitReport(bid)
+        report.webhook = await self._subscribe(bid, options)
         await self.store.write_direct(self._insert_batch(bid, options, now))
         seen: set[str] = set()
         chunk: list[dict[str, Any]] = []
-        for item in self._checked(iter(lines), seen, gate, options.default_class):
+        for item in self._checked(iter(lines), seen, options, gate):
             if isinstance(item, LineError):
                 report.errors.append(item)
                 continue
@@ -141,7 +146,7 @@ class Producer:
         if chunk:
             await self._flush(bid, chunk, options)
             report.accepted += len(chunk)
-        await self.store.write_direct(self._seal(bid, report.rejected))
+        await self._seal_and_announce(bid, report)
         await self._flush_refusals(gate, bid)
         if progress:
             progress(report.accepted, report.rejected)
@@ -159,14 +164,33 @@ class Producer:
         if gate is not None:
             await gate.flush_refusals(self.store, bid)
 
+    def check_options(self, options: BatchOptions) -> None:
+        """Refuse a submission whose batch-level options are wrong (unknown class, unsafe webhook target)."""
+        if options.default_class is not None and options.default_class not in self.catalog.classes:
+            raise InputError(f"unknown class {options.default_class!r}", code="unknown_class")
+        if options.webhook_url is not None:
+            self.webhook_guard.check(options.webhook_url)
+            options.webhook_events = parse_events(options.webhook_events, BATCH_EVENTS)
+            if self.box is None:
+                raise ConfigError("webhooks need the master key: give the Producer a SecretBox")
+
+    async def _subscribe(self, bid: str, options: BatchOptions) -> Subscription | None:
+        """Store the submission's webhook subscription before its first job can finish."""
+        if options.webhook_url is None or self.box is None:
+            return None
+        sub, op = subscribe(self.box, bid, options.webhook_url, options.webhook_events or [], options.api_key_id)
+        await self.store.write_direct(op)
+        return sub
+
     def _checked(
         self,
         lines: Iterator[Line | LineError],
         seen: set[str],
+        options: BatchOptions | None = None,
         gate: KeyGate | None = None,
-        default_class: str | None = None,
     ) -> Iterator[Line | LineError]:
         checker = gate or self.checker
+        default_class = options.default_class if options is not None else None
         for item in lines:
             if isinstance(item, LineError):
                 yield item
@@ -185,9 +209,78 @@ class Producer:
                     continue
                 seen.add(spec.custom_id)
             try:
+                if spec.webhook_url is not None:
+                    self._check_line_webhook(spec.webhook_url, options)
                 yield Line(item.line_no, checker.check(spec))
             except InputError as e:
                 yield LineError(item.line_no, e.code, e.message, spec.custom_id)
+
+    def _check_line_webhook(self, url: str, options: BatchOptions | None) -> None:
+        """A line's own `webhook_url` gets its job's events, signed with the submission's secret: so the
+        submission must have a webhook (and a secret), and the target must be safe."""
+        if options is not None and options.webhook_url is None:
+            raise InputError(
+                "a line's webhook_url needs a batch webhook (its secret signs the line's events): "
+                "give the batch a webhook_url",
+                code="invalid_request",
+            )
+        self.webhook_guard.check(url)
+
+    def validation_errors(
+        self, lines: Iterator[Line | LineError], options: BatchOptions, gate: KeyGate | None = None
+    ) -> Iterator[LineError]:
+        """Every line this submission would reject (an all-or-nothing pre-pass; synchronous, run it off-loop)."""
+        for item in self._checked(lines, set(), options, gate):
+            if isinstance(item, LineError):
+                yield item
+
+    async def submit_lines_threaded(
+        self,
+        lines: Iterator[Line | LineError],
+        options: BatchOptions,
+        *,
+        on_errors: Callable[[str, list[LineError]], Awaitable[None]] | None = None,
+    ) -> SubmitReport:
+        """`submit_lines` for a shared event loop (the HTTP gateway): reading, parsing and validating each
+        chunk of lines runs on a worker thread (DNS lookups for webhook targets included), so a 50,000-line
+        upload never stalls other requests. With `on_errors`, rejected lines are passed on chunk by chunk
+        (`on_errors(batch_id, errors)`) rather than kept, so memory stays flat however many lines are bad."""
+        await asyncio.to_thread(self.check_options, options)
+        gate = await self._admit(options)
+        now = utcnow()
+        bid = new_batch_id()
+        report = SubmitReport(bid)
+        report.webhook = await self._subscribe(bid, options)
+        await self.store.write_direct(self._insert_batch(bid, options, now))
+        checked = self._checked(lines, set(), options, gate)
+
+        def next_chunk() -> tuple[list[dict[str, Any]], list[LineError], bool]:
+            rows: list[dict[str, Any]] = []
+            errors: list[LineError] = []
+            for item in checked:
+                if isinstance(item, LineError):
+                    errors.append(item)
+                else:
+                    rows.append(self._row(bid, item, options, now))
+                if len(rows) >= CHUNK or len(errors) >= CHUNK:
+                    return rows, errors, False
+            return rows, errors, True
+
+        done = False
+        while not done:
+            rows, errors, done = await asyncio.to_thread(next_chunk)
+            if errors:
+                if on_errors is not None:
+                    await on_errors(bid, errors)
+                    report.errors_passed_on += len(errors)
+                else:
+                    report.errors += errors
+            if rows:
+                await self._flush(bid, rows, options)
+                report.accepted += len(rows)
+        await self._seal_and_announce(bid, report)
+        await self._flush_refusals(gate, bid)
+        return report
 
     def _row(self, bid: str, line: Line, options: BatchOptions, now: Any) -> dict[str, Any]:
         spec = line.spec
@@ -248,15 +341,21 @@ class Producer:
         return op
 
     def _seal(self, bid: str, rejected: int) -> Any:
-        def op(conn: Connection, deltas: Deltas) -> None:
+        def op(conn: Connection, deltas: Deltas) -> list[str]:
             conn.execute(
                 update(batches)
                 .where(batches.c.id == bid, batches.c.state == BatchState.SUBMITTING.value)
                 .values(state=BatchState.OPEN.value, n_rejected=rejected, updated_at=utcnow())
             )
-            complete_if_done(conn, [bid])  # every job may already have finished
+            return complete_if_done(conn, [bid])  # every job may already have finished
 
         return op
+
+    async def _seal_and_announce(self, bid: str, report: SubmitReport) -> None:
+        completed = await self.store.write_direct(self._seal(bid, report.rejected))
+        if completed and report.webhook is not None:
+            # finished before it was sealed: no worker's write completed it, so no worker announces it
+            await announce(self.queue.redis, self.queue.keys.prefix, bid)
 
     # ------------------------------------------------------------------ following a batch
     async def batch(self, batch_id: str) -> dict[str, Any] | None:

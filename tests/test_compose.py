@@ -45,9 +45,22 @@ def test_services_and_their_wiring() -> None:
     assert worker["deploy"]["replicas"] >= 2
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["farm"]["command"][:1] == ["simulate"]
-    for name in ("worker", "farm"):
+    for name in ("worker", "farm", "api"):
         _cli_accepts(services[name]["command"])
     assert (REPO / services["farm"]["build"]).resolve() == REPO and (REPO / "Dockerfile").exists()
+
+
+def test_the_api_service_is_wired_like_the_worker() -> None:
+    services = _compose()["services"]
+    api, worker = services["api"], services["worker"]
+    assert api["command"][:3] == ["api", "--host", "0.0.0.0"]  # noqa: S104 - in a container, on purpose
+    port = api["command"][api["command"].index("--port") + 1]
+    assert any(str(p).endswith(f":{port}") for p in api["ports"])
+    for key in ("DATABASE_URL", "REDIS_URL", "ROUTEYARD_MASTER_KEY"):
+        assert api["environment"][key] == worker["environment"][key]  # one store, one queue, one master key
+    assert "ROUTEYARD_ADMIN_TOKEN" in api["environment"]
+    assert api["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "/healthz" in " ".join(api["healthcheck"]["test"])
 
 
 def test_the_dockerfile_installs_the_package_and_runs_the_cli() -> None:
@@ -59,5 +72,16 @@ def test_the_dockerfile_installs_the_package_and_runs_the_cli() -> None:
 
 @pytest.mark.skipif(not (shutil.which("docker-compose")), reason="docker-compose is not installed")
 def test_docker_compose_validates_the_file() -> None:
-    proc = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True)
+    import os
+
+    # the API and the workers need the deployment's secrets: compose refuses to start without them
+    bare = {k: v for k, v in os.environ.items() if k not in ("ROUTEYARD_MASTER_KEY", "ROUTEYARD_ADMIN_TOKEN")}
+    proc = subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, env=bare
+    )
+    assert proc.returncode != 0 and "ROUTEYARD_MASTER_KEY" in proc.stderr
+    secrets = {"ROUTEYARD_MASTER_KEY": "k" * 44, "ROUTEYARD_ADMIN_TOKEN": "t" * 20}
+    proc = subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, env={**bare, **secrets}
+    )
     assert proc.returncode == 0, proc.stderr

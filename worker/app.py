@@ -26,6 +26,7 @@ from shared.queue import JobQueue
 from shared.redis_keys import Keys
 from shared.settings import Settings
 from shared.store import Store
+from worker import webhooks
 from worker.context import Runtime
 from worker.dispatcher import Dispatcher
 from worker.runtime import build_runtime
@@ -68,13 +69,17 @@ class RouteyardWorker(Worker):
         self._worker_id = worker_id
         self.runtime: Runtime | None = None
         self.dispatcher: Dispatcher | None = None
+        self.webhooks: webhooks.WebhookService | None = None
         self._draining: asyncio.Task[None] | None = None
         prefix = settings.redis_prefix
         seconds = set(range(0, 60, max(1, min(59, sweep_every_s or config.worker.sweep_every_s))))
         super().__init__(
-            functions=[func(sweep, name="sweep")],
+            functions=[func(sweep, name="sweep"), *webhooks.arq_functions()],
             # arq keys cron runs by name: the prefix keeps deployments sharing a Redis from skipping each other's
-            cron_jobs=[cron(sweep, name=f"{prefix}sweep", second=seconds, unique=True, timeout=600)],
+            cron_jobs=[
+                cron(sweep, name=f"{prefix}sweep", second=seconds, unique=True, timeout=600),
+                *webhooks.arq_cron_jobs(prefix),
+            ],
             redis_pool=redis_pool,
             queue_name=f"{prefix}arq:queue",
             health_check_key=f"{prefix}arq:health-check",
@@ -96,6 +101,9 @@ class RouteyardWorker(Worker):
             self.settings, self.config, self._store, queue, worker_id=self._worker_id, farm=self._farm
         )
         ctx["runtime"] = self.runtime
+        # --- webhooks: deliveries run as arq jobs; the sink hears of terminal writes (see worker.webhooks)
+        self.webhooks = webhooks.install(self.runtime, self.pool, ctx)
+        # --- end webhooks
         self._store.writer.on_batches_completed = lambda ids: (
             self.runtime.events.batches_completed(ids) if self.runtime else None
         )
@@ -110,6 +118,8 @@ class RouteyardWorker(Worker):
 
     async def _shutdown(self, ctx: dict[str, Any]) -> None:
         await self.drain()
+        if self.webhooks is not None:  # webhooks: hand buffered events to the queue, close the HTTP client
+            await self.webhooks.aclose()
         if self.runtime is not None:
             await self.runtime.aclose()
         if self._store is not None:

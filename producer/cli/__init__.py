@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from producer.cli import batches, keys, ops, routing, secrets, serve  # noqa: F401  (register commands)
+from producer.cli import api, batches, keys, ops, routing, secrets, serve, webhooks  # noqa: F401  (register commands)
 from producer.cli.app import app
 
 

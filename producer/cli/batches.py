@@ -154,19 +154,36 @@ def submit(
     max_total_cost: str | None = typer.Option(None),
     strict: bool = typer.Option(False),
     errors_out: Path | None = typer.Option(None, "--errors"),
+    webhook_url: str | None = typer.Option(None, "--webhook-url", help="signed webhooks for this batch go here"),
+    webhook_events: str | None = typer.Option(
+        None, "--webhook-events", help="comma-separated (default: batch.completed,batch.failed,batch.cancelled)"
+    ),
     cfg: Path | None = ConfigOption,
 ) -> None:
     """Store and enqueue a JSONL file for the workers (Redis from REDIS_URL); prints the batch id."""
 
     async def go() -> None:
+        options = _options(file, klass, priority, max_total_cost, strict)
+        options.webhook_url = webhook_url
+        options.webhook_events = [e.strip() for e in webhook_events.split(",")] if webhook_events else None
         store, redis, producer = _connect(cfg)
         try:
-            report = await producer.submit_file(file, _options(file, klass, priority, max_total_cost, strict))
+            if webhook_url is not None:
+                from shared.crypto import load_box
+
+                producer.box = load_box(settings().home)  # webhook secrets are stored encrypted
+            producer.check_options(options)  # a refused webhook target fails before anything is stored
+            report = await producer.submit_file(file, options)
             _report_errors(report, errors_out)
             if report.batch_id is None:
                 raise typer.Exit(1)
             print(report.batch_id)
             err_console.print(f"{report.accepted} jobs accepted, {report.rejected} rejected")
+            if report.webhook is not None:
+                err_console.print(
+                    f"webhook signing secret (shown once — store it to verify deliveries): {report.webhook.secret}",
+                    highlight=False,
+                )
             if wait:
                 batch = await _follow(producer, report.batch_id, show=True)
                 err_console.print(batch_line(batch))

@@ -10,8 +10,10 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
-import shared.tables  # (registers the tables on SQLModel.metadata)
-import shared.tables_keys  # noqa: F401  (keys, provider keys, policy denials)
+import shared.tables
+import shared.tables_gateway
+import shared.tables_keys
+import shared.tables_webhooks  # noqa: F401  (registers every table on SQLModel.metadata)
 
 
 def normalise_url(url: str) -> str:

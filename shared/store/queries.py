@@ -39,6 +39,33 @@ def batch(batch_id: str) -> Callable[[Connection], dict[str, Any] | None]:
     return q
 
 
+def batch_row(batch_id: str) -> Callable[[Connection], dict[str, Any] | None]:
+    """The batch row alone: its counters say how far it is, at the cost of one primary-key read (pollers)."""
+
+    def q(conn: Connection) -> dict[str, Any] | None:
+        row = conn.execute(select(batches).where(batches.c.id == batch_id)).mappings().first()
+        return None if row is None else dict(row)
+
+    return q
+
+
+def batch_list(
+    *, api_key_id: str | None, all_keys: bool, before_id: str | None = None, limit: int = 20
+) -> Callable[[Connection], list[dict[str, Any]]]:
+    """Batches newest first (ids are time-ordered), one key's or every key's, keyset-paginated: the page
+    after `before_id` costs the same however deep it is."""
+
+    def q(conn: Connection) -> list[dict[str, Any]]:
+        stmt = select(batches)
+        if not all_keys:
+            stmt = stmt.where(batches.c.api_key_id == api_key_id)
+        if before_id is not None:
+            stmt = stmt.where(batches.c.id < before_id)
+        return [dict(r) for r in conn.execute(stmt.order_by(batches.c.id.desc()).limit(limit)).mappings()]
+
+    return q
+
+
 def job(job_id: str) -> Callable[[Connection], dict[str, Any] | None]:
     def q(conn: Connection) -> dict[str, Any] | None:
         row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
@@ -52,6 +79,14 @@ def job(job_id: str) -> Callable[[Connection], dict[str, Any] | None]:
             ).mappings()
         ]
         return out
+
+    return q
+
+
+def jobs_by_id(job_ids: list[str]) -> Callable[[Connection], list[dict[str, Any]]]:
+    def q(conn: Connection) -> list[dict[str, Any]]:
+        rows = conn.execute(select(jobs).where(jobs.c.id.in_(job_ids)).order_by(jobs.c.id)).mappings()
+        return [dict(r) for r in rows]
 
     return q
 
