@@ -122,7 +122,12 @@ async def _run_chaos(tmp_path: Path, pg_url: str, redis: ArqRedis, key_prefix: s
                 await asyncio.sleep(0.3)
         b = await producer.batch(report.batch_id)
         assert b is not None and b["state"] == "completed", (b, (tmp_path / "worker-0.log").read_text()[-2000:])
-        assert b["n_succeeded"] == n_jobs
+        # every job is terminal. A job may fail only because the chaos itself used up its calls: each call cut
+        # off by a kill stays in the ledger (the provider may have billed it) and counts towards the job's
+        # ceiling, and a job whose workers keep dying is given up as poison. On a quiet machine all succeed.
+        failed = [line["error"] async for line in producer.results(report.batch_id, states=["failed"])]
+        assert {f["code"] for f in failed} <= {"attempts_exhausted", "worker_crashed"}, failed
+        assert b["n_succeeded"] + b["n_failed"] == n_jobs and b["n_failed"] <= n_jobs * 0.005, failed
         if chaos == "kill":
             assert kills >= 2, kills
         else:
@@ -131,7 +136,8 @@ async def _run_chaos(tmp_path: Path, pg_url: str, redis: ArqRedis, key_prefix: s
         jobs = Job.__table__  # type: ignore[attr-defined]
         attempts = Attempt.__table__  # type: ignore[attr-defined]
         job_rows = await store.read(lambda c: list(c.execute(select(jobs.c.id, jobs.c.state, jobs.c.result)).all()))
-        assert len(job_rows) == n_jobs and all(r.state == "succeeded" and r.result for r in job_rows)
+        assert len(job_rows) == n_jobs
+        assert all((r.state == "succeeded" and r.result) or r.state == "failed" for r in job_rows)
         att_rows = await store.read(lambda c: list(c.execute(select(attempts.c.job_id, attempts.c.status)).all()))
         ok = Counter(r.job_id for r in att_rows if r.status == "succeeded")
         abandoned = Counter(r.job_id for r in att_rows if r.status == "abandoned")
