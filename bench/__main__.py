@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.suite import Row, render
 
-BENCHES = ("overhead", "latency", "ratelimit", "priority")
+BENCHES = ("overhead", "latency", "ratelimit", "priority", "ingest", "redis_cost", "soak", "scaleout")
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -71,6 +72,43 @@ async def clear_prefix(redis_url: str, pfx: str) -> None:
     for i in range(0, len(keys), 1000):
         await r.delete(*keys[i : i + 1000])
     await r.aclose()
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[str]:
+    """A redis-server of our own on a free port (no persistence), so that INFO figures (commands, memory)
+    count this benchmark alone and other users of the machine's Redis cannot disturb its timings."""
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+def redis_info(url: str, section: str) -> dict[str, Any]:
+    import redis
+
+    r = redis.Redis.from_url(url)
+    try:
+        return dict(r.info(section))
+    finally:
+        r.close()
+
+
+def commands_total(url: str) -> int:
+    """Every command the server has run (INFO commandstats), including those run inside Lua scripts."""
+    return sum(int(v["calls"]) for k, v in redis_info(url, "commandstats").items() if k.startswith("cmdstat_"))
 
 
 def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:

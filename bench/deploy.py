@@ -14,14 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import REDIS_URL, REPO, clear_prefix, free_port, process, routeyard, wait_http
+from bench.common import REPO, free_port, private_redis, process, routeyard, wait_http
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 class Deployment:
-    def __init__(self, tmp: Path, store: str, config_text: str | None) -> None:
+    def __init__(self, tmp: Path, store: str, config_text: str | None, redis_url: str) -> None:
         self.tmp = tmp
+        self.redis_url = redis_url
         self.pfx = f"rybench:{uuid.uuid4().hex[:8]}:"
         self.store_kind = store
         if store == "sqlite":
@@ -35,7 +36,7 @@ class Deployment:
             self.db_url = f"postgresql://postgres@127.0.0.1:5432/{self.pg_name}"
         self.env = {
             "DATABASE_URL": self.db_url,
-            "REDIS_URL": REDIS_URL,
+            "REDIS_URL": redis_url,
             "ROUTEYARD_REDIS_PREFIX": self.pfx,
             "ROUTEYARD_HOME": str(tmp),
         }
@@ -79,12 +80,11 @@ class Deployment:
         text = (self.tmp / "routeyard.toml").read_text() if "ROUTEYARD_CONFIG" in self.env else None
         config = parse_config(text) if text else load_config()
         store = Store.open(self.db_url)
-        redis = ArqRedis.from_url(REDIS_URL)
+        redis = ArqRedis.from_url(self.redis_url)
         return Producer(store, JobQueue(redis, Keys(self.pfx)), Catalog.from_config(config))
 
     def close(self) -> None:
         self._stack.close()
-        asyncio.run(clear_prefix(REDIS_URL, self.pfx))
         if self.store_kind == "postgres":
             import psycopg
 
@@ -94,8 +94,8 @@ class Deployment:
 
 @contextlib.contextmanager
 def deployment(store: str = "sqlite", config_text: str | None = None) -> Iterator[Deployment]:
-    with tempfile.TemporaryDirectory() as tmp:
-        d = Deployment(Path(tmp), store, config_text)
+    with tempfile.TemporaryDirectory() as tmp, private_redis() as redis_url:
+        d = Deployment(Path(tmp), store, config_text, redis_url)
         try:
             yield d
         finally:

@@ -12,19 +12,20 @@ import subprocess
 import sys
 from typing import Any
 
-from bench.common import REDIS_URL, REPO, prefix
+from bench.common import REPO, prefix, private_redis
 from bench.deploy import close_producer, deployment, span_rate, wait_batch
 from bench.suite import Row
 
 
 def arq_baseline(n: int) -> float:
-    out = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "arq_baseline.py"), REDIS_URL, f"{prefix()}arq", str(n)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=REPO,
-    )
+    with private_redis() as url:
+        out = subprocess.run(
+            [sys.executable, str(REPO / "bench" / "arq_baseline.py"), url, f"{prefix()}arq", str(n)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO,
+        )
     return float(json.loads(out.stdout.strip().splitlines()[-1])["jobs_per_s"])
 
 
