@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from producer.cli import batches, db, keys, ops, secrets, serve  # noqa: F401  (register commands)
+from producer.cli import batches, db, keys, ops, reports, secrets, serve  # noqa: F401  (register commands)
 from producer.cli.app import app
 
 
