@@ -1,10 +1,12 @@
-"""`routeyard db`: schema migrations (Alembic, see `shared.store.migrate`)."""
+"""`routeyard db`: schema migrations (Alembic, see `shared.store.migrate`); `routeyard doctor`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from producer.cli.app import app, console, err_console, settings
+from producer.cli.app import ConfigOption, app, console, err_console, run, settings
 
 db_app = typer.Typer(help="Database schema: upgrade, current revision, new revisions.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -62,3 +64,38 @@ def revision(
     finally:
         engine.dispose()
     console.print(f"wrote {path}")
+
+
+@app.command()
+def doctor(
+    cfg: Path | None = ConfigOption,
+    production: bool | None = typer.Option(
+        None, "--production/--dev", help="judge as production (default: production when the database is PostgreSQL)"
+    ),
+    timeout: float = typer.Option(3.0, help="seconds to wait for each service"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Check the config, Redis, the database and its schema, the providers, their keys and the master key;
+    say what to fix. Exits 1 when something will not work."""
+    import json
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    from producer.doctor import run_checks
+
+    checks = run(run_checks(settings(), cfg, production=production, timeout_s=timeout))
+    failed = [c for c in checks if c.status == "fail"]
+    if as_json:
+        print(json.dumps([c.__dict__ for c in checks], indent=2))
+    else:
+        t = Table(title="routeyard doctor", title_justify="left")
+        for col in ("check", "status", "detail", "fix"):
+            t.add_column(col, overflow="fold")
+        style = {"ok": "green", "warn": "yellow", "fail": "red"}
+        for c in checks:
+            t.add_row(c.name, f"[{style[c.status]}]{c.status}[/]", escape(c.detail), escape(c.fix or ""))
+        console.print(t)
+        console.print(f"{len(failed)} problem(s)" if failed else "all good")
+    if failed:
+        raise typer.Exit(1)

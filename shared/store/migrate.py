@@ -73,6 +73,12 @@ def _lock(conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
 
 
+def has_tables(engine: Engine) -> bool:
+    """Whether any routeyard table exists (an empty database has none)."""
+    with engine.connect() as conn:
+        return _has_tables(conn)
+
+
 def _has_tables(conn: Connection) -> bool:
     names = set(inspect(conn).get_table_names())
     return any(t in names for t in metadata().tables)
@@ -120,4 +126,4 @@ def revision(engine: Engine, message: str, *, autogenerate: bool = True) -> str:
     return str(script.path)
 
 
-__all__ = ["BASELINE", "alembic_config", "current", "ensure_schema", "head", "revision", "upgrade"]
+__all__ = ["BASELINE", "alembic_config", "current", "ensure_schema", "has_tables", "head", "revision", "upgrade"]
