@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from conftest import _need
-from ry_helpers import PG_ADMIN_URL, pg_available
+from ry_helpers import PG_ADMIN_URL
 from sqlalchemy import inspect, text
 
 from shared.store import Store, migrate
@@ -26,7 +25,7 @@ def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'fresh.db'}"
         return
-    _need(pg_available(), "PostgreSQL on 127.0.0.1:5432")
+    request.getfixturevalue("pg_database")  # skips (or, in CI, fails) when PostgreSQL is down
     import psycopg
 
     name = f"routeyard_mig_{uuid.uuid4().hex[:8]}"

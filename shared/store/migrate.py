@@ -21,6 +21,8 @@ so old revisions never change meaning when the code does), and commit it with th
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -84,11 +86,34 @@ def _has_tables(conn: Connection) -> bool:
     return any(t in names for t in metadata().tables)
 
 
+@contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """SQLite runs DDL outside the driver's implicit transactions: processes starting on one new file take
+    turns through a lock file beside it instead. (PostgreSQL uses an advisory lock in the transaction.)"""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    with open(f"{database}.migrate-lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def ensure_schema(engine: Engine) -> str:
     """Bring the database to head (see the module docstring); returns what was done."""
     with engine.connect() as conn:
         if _current(conn) == head():
             return "at head"
+    with _sqlite_file_lock(engine):
+        return _ensure(engine)
+
+
+def _ensure(engine: Engine) -> str:
     with engine.begin() as conn:
         _lock(conn)
         rev = _current(conn)
@@ -106,7 +131,7 @@ def ensure_schema(engine: Engine) -> str:
 
 def upgrade(engine: Engine, target: str = "head") -> None:
     """Run the revisions up to `target` (an empty database gets every revision, from the first)."""
-    with engine.begin() as conn:
+    with _sqlite_file_lock(engine), engine.begin() as conn:
         _lock(conn)
         if _current(conn) is None and _has_tables(conn):
             command.stamp(alembic_config(conn), BASELINE)
