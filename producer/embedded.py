@@ -62,6 +62,7 @@ class Embedded:
         max_in_flight: int = 256,
         redis: ArqRedis | None = None,
         store: Store | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -80,6 +81,7 @@ class Embedded:
             farm=farm,
             max_in_flight=max_in_flight,
             handle_signals=False,
+            metrics_port=metrics_port,
         )
         self._task: asyncio.Task[None] | None = None
 

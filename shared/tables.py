@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import Column, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from shared.money import Money
@@ -94,6 +94,7 @@ class Job(SQLModel, table=True):
         UniqueConstraint("batch_id", "custom_id", name="uq_jobs_batch_custom_id"),
         Index("ix_jobs_batch_state", "batch_id", "state"),
         Index("ix_jobs_state_updated", "state", "updated_at"),
+        Index("ix_jobs_state_finished", "state", "finished_at"),  # dead letters, re-queue and purge by age
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -115,7 +116,10 @@ class Job(SQLModel, table=True):
     runs: int = 0
     """How many times a worker claimed the job (a re-run after a crash counts)."""
     attempts: int = 0
-    """Provider calls made for the job, across runs."""
+    """Provider calls made for the job, across runs (since its last re-queue: the ledger keeps them all)."""
+    requeues: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0, server_default="0"))
+    """Times an operator re-queued the job (`routeyard requeue`). Each re-queue starts a new round with a
+    fresh allowance of calls, runs and time; see `shared.requeue`."""
     worker_id: str | None = Field(default=None, max_length=64)
     endpoint: str | None = Field(default=None, max_length=160)
     model: str | None = Field(default=None, max_length=128)

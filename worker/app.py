@@ -29,6 +29,7 @@ from shared.store import Store
 from worker import webhooks
 from worker.context import Runtime
 from worker.dispatcher import Dispatcher
+from worker.metrics import WorkerMetrics
 from worker.runtime import build_runtime
 from worker.sweeper import resume_held, sweep_once
 
@@ -58,6 +59,7 @@ class RouteyardWorker(Worker):
         handle_signals: bool = True,
         sweep_every_s: int | None = None,
         worker_id: str | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -71,6 +73,10 @@ class RouteyardWorker(Worker):
         self.dispatcher: Dispatcher | None = None
         self.webhooks: webhooks.WebhookService | None = None
         self._draining: asyncio.Task[None] | None = None
+        self._metrics_port = metrics_port
+        self.metrics: WorkerMetrics | None = None
+        """Prometheus metrics, when `metrics_port` is given (0: any free port, see `metrics_bound_port`)."""
+        self.metrics_bound_port: int | None = None
         prefix = settings.redis_prefix
         seconds = set(range(0, 60, max(1, min(59, sweep_every_s or config.worker.sweep_every_s))))
         super().__init__(
@@ -107,8 +113,14 @@ class RouteyardWorker(Worker):
         self._store.writer.on_batches_completed = lambda ids: (
             self.runtime.events.batches_completed(ids) if self.runtime else None
         )
+        if self._metrics_port is not None:
+            self.metrics = WorkerMetrics.install(self.runtime, self._store)
         self.dispatcher = Dispatcher(self.runtime, max_in_flight=self._max_in_flight)
         self.dispatcher.start()
+        if self.metrics is not None and self._metrics_port is not None:
+            self.metrics.start(self.dispatcher)
+            self.metrics_bound_port = self.metrics.serve(self._metrics_port)
+            log.info("metrics on :%d/metrics", self.metrics_bound_port)
         log.info(
             "worker %s started: up to %d calls in flight, store %s",
             self.runtime.worker_id,
@@ -120,6 +132,8 @@ class RouteyardWorker(Worker):
         await self.drain()
         if self.webhooks is not None:  # webhooks: hand buffered events to the queue, close the HTTP client
             await self.webhooks.aclose()
+        if self.metrics is not None:
+            await self.metrics.aclose()
         if self.runtime is not None:
             await self.runtime.aclose()
         if self._store is not None:

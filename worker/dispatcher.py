@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
+from shared.logjson import job_context
 from shared.store import ops
 from shared.store.records import ClaimedJob
 from shared.timeutil import utcnow
@@ -134,6 +135,7 @@ class Dispatcher:
             self.in_flight[job_id] = (p, task)
 
     async def _run_one(self, p: int, job: ClaimedJob) -> None:
+        job_context.set((job.id, job.batch_id))  # this task's log lines carry the job's ids (shared.logjson)
         try:
             outcome = await self.runner.run(job)
         except asyncio.CancelledError:
@@ -141,7 +143,11 @@ class Dispatcher:
             raise
         except Exception:
             self.stats.errors += 1
-            log.exception("job %s: unexpected error; it will be retried after its lease expires", job.id)
+            log.exception(
+                "job %s: unexpected error; it will be retried after its lease expires",
+                job.id,
+                extra={"job_id": job.id, "batch_id": job.batch_id},
+            )
             self.in_flight.pop(job.id, None)
             self._slot_freed.set()
             return
@@ -176,7 +182,11 @@ class Dispatcher:
             await self.rt.store.write(ops.release_job(job.id, self.rt.worker_id, None, refund_run=True))
             await self.queue.reschedule([(p, job.id)], 0)
         except Exception:
-            log.exception("job %s: could not hand back; its lease will expire instead", job.id)
+            log.exception(
+                "job %s: could not hand back; its lease will expire instead",
+                job.id,
+                extra={"job_id": job.id, "batch_id": job.batch_id},
+            )
         finally:
             self.in_flight.pop(job.id, None)
 

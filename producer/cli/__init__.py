@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from producer.cli import api, batches, keys, ops, routing, secrets, serve, webhooks  # noqa: F401  (register commands)
+from producer.cli import (  # noqa: F401  (register commands)
+    api,
+    batches,
+    db,
+    keys,
+    ops,
+    reports,
+    routing,
+    secrets,
+    serve,
+    webhooks,
+)
 from producer.cli.app import app
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,9 +56,19 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         raise typer.Exit(130) from None
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(level: str, fmt: str = "text", secrets: Callable[[], Iterable[str]] | None = None) -> None:
+    """`text` for people, `json` (one object per line, with job and batch ids, secrets redacted) for log
+    pipelines; see `shared.logjson`."""
+    if fmt == "text" and secrets is None:
+        logging.basicConfig(
+            level=getattr(logging, level.upper(), logging.INFO),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        return
+    from shared.logjson import setup
+
+    try:
+        setup(level, fmt, secrets)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None

@@ -26,15 +26,22 @@ def worker(
     grace: float = typer.Option(25.0, help="seconds running jobs get to finish on SIGTERM"),
     cfg: Path | None = ConfigOption,
     log_level: str = typer.Option("info"),
+    log_format: str = typer.Option("text", "--log-format", help="text | json (one object per line, with job ids)"),
+    metrics_port: int | None = typer.Option(None, "--metrics-port", help="serve Prometheus metrics on this port"),
 ) -> None:
     """Run a worker against REDIS_URL and DATABASE_URL. Scale out by running more, anywhere."""
-    setup_logging(log_level)
     from arq.connections import ArqRedis
 
     from worker.app import RouteyardWorker
 
     s = settings()
     conf = config(cfg)
+    w: RouteyardWorker | None = None
+
+    def secrets() -> list[str]:
+        return w.runtime.secrets if w is not None and w.runtime is not None else []
+
+    setup_logging(log_level, log_format, secrets if log_format == "json" else None)
 
     async def make_pool() -> ArqRedis:
         pool: ArqRedis = ArqRedis.from_url(s.redis_url)
@@ -43,7 +50,14 @@ def worker(
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     pool = loop.run_until_complete(make_pool())
-    w = RouteyardWorker(settings=s, config=conf, redis_pool=pool, max_in_flight=concurrency, grace_s=grace)
+    w = RouteyardWorker(
+        settings=s,
+        config=conf,
+        redis_pool=pool,
+        max_in_flight=concurrency,
+        grace_s=grace,
+        metrics_port=metrics_port,
+    )
     w.run()
 
 

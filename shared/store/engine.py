@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
@@ -51,5 +51,15 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
+def metadata() -> MetaData:
+    """Every routeyard table (each table module registers its tables on import). A module that adds tables
+    is imported at the top of this file, and its tables get a migration (`routeyard db revision`)."""
+    return SQLModel.metadata
+
+
 def create_schema(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine)
+    """Bring the database to the current schema: migrations from whatever revision it is at (a new database
+    is created from the models in one step and stamped at the head revision). See `shared.store.migrate`."""
+    from shared.store.migrate import ensure_schema
+
+    ensure_schema(engine)

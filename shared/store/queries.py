@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from shared.store.selection import JobFilter, last_call_columns, select_jobs
 from shared.tables import Attempt, Batch, Job, JobState
 
 jobs = Job.__table__  # type: ignore[attr-defined]
@@ -75,7 +76,8 @@ def job(job_id: str) -> Callable[[Connection], dict[str, Any] | None]:
         out["attempt_rows"] = [
             dict(a)
             for a in conn.execute(
-                select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.seq)
+                # calls in order: a re-queued job numbers its calls from 1 again in each round
+                select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.started_at, attempts.c.seq)
             ).mappings()
         ]
         return out
@@ -113,7 +115,9 @@ def attempts_for_jobs(job_ids: list[str]) -> Callable[[Connection], dict[str, li
         if not job_ids:
             return out
         rows = conn.execute(
-            select(attempts).where(attempts.c.job_id.in_(job_ids)).order_by(attempts.c.job_id, attempts.c.seq)
+            select(attempts)
+            .where(attempts.c.job_id.in_(job_ids))
+            .order_by(attempts.c.job_id, attempts.c.started_at, attempts.c.seq)
         ).mappings()
         for r in rows:
             out[r["job_id"]].append(dict(r))
@@ -169,42 +173,26 @@ class FailureGroup:
 
 
 def failures(
-    *, batch_id: str | None = None, since: Any = None, samples: int = 3
+    *, batch_id: str | None = None, since: Any = None, samples: int = 3, where: JobFilter | None = None
 ) -> Callable[[Connection], list[FailureGroup]]:
     """Dead letters: failed jobs grouped by error class and the endpoint of their last call, largest group
-    first, with a few sample messages — so "429 from provider X" is visible at a glance."""
+    first, with a few sample messages — so "429 from provider X" is visible at a glance. `where` takes the
+    same filter as `routeyard requeue` (default: failed jobs, optionally of one batch and since a time)."""
+    flt = where or JobFilter(batch_id=batch_id, since=since)
 
     def q(conn: Connection) -> list[FailureGroup]:
-        last_seq = (
-            select(attempts.c.job_id, func.max(attempts.c.seq).label("seq")).group_by(attempts.c.job_id).subquery()
-        )
-        last = (
-            select(attempts.c.job_id, attempts.c.provider, attempts.c.model, attempts.c.http_status)
-            .join(last_seq, (last_seq.c.job_id == attempts.c.job_id) & (last_seq.c.seq == attempts.c.seq))
-            .subquery()
-        )
-        cols = (jobs.c.id, jobs.c.error_class, jobs.c.error_message, last.c.provider, last.c.model, last.c.http_status)
-        stmt = (
-            select(*cols)
-            .select_from(jobs.outerjoin(last, last.c.job_id == jobs.c.id))
-            .where(jobs.c.state == JobState.FAILED.value)
-        )
-        if batch_id is not None:
-            stmt = stmt.where(jobs.c.batch_id == batch_id)
-        if since is not None:
-            stmt = stmt.where(jobs.c.finished_at >= since)
+        cols = (jobs.c.id, jobs.c.error_class, jobs.c.error_message, *last_call_columns())
         groups: dict[tuple[Any, ...], FailureGroup] = {}
-        for r in conn.execute(stmt):
-            g = groups.setdefault(
-                (r.error_class, r.provider, r.model), FailureGroup(r.error_class, r.provider, r.model)
-            )
+        for r in conn.execute(select_jobs(flt, *cols)).mappings():
+            provider, model = r["last_provider"], r["last_model"]
+            g = groups.setdefault((r["error_class"], provider, model), FailureGroup(r["error_class"], provider, model))
             g.count += 1
-            if r.http_status is not None:
-                g.http_status[r.http_status] += 1
-            if len(g.samples) < samples and r.error_message and r.error_message not in g.samples:
-                g.samples.append(r.error_message)
+            if r["http_status"] is not None:
+                g.http_status[r["http_status"]] += 1
+            if len(g.samples) < samples and r["error_message"] and r["error_message"] not in g.samples:
+                g.samples.append(r["error_message"])
             if len(g.job_ids) < samples:
-                g.job_ids.append(r.id)
+                g.job_ids.append(r["id"])
         return sorted(groups.values(), key=lambda g: -g.count)
 
     return q

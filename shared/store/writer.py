@@ -149,6 +149,8 @@ class GroupCommitWriter:
         """Called on the event loop with the ids of batches a transaction completed (webhooks hook here)."""
         self.transactions = 0
         self.operations = 0
+        self.recorded = BatchDelta()
+        """Running totals of what this writer committed (jobs finished, cost, tokens): metrics read them."""
 
     async def run(self, op: Operation[T], *, urgent: bool = False) -> T:
         """Run `op(conn, deltas)` inside the next shared transaction; resolves once it has committed.
@@ -222,6 +224,8 @@ class GroupCommitWriter:
         with self._engine.begin() as conn:
             values = [op(conn, deltas) for op in ops]
             completed = apply_deltas(conn, deltas)
+        for d in deltas.values():
+            self.recorded.merge(d)
         self.transactions += 1
         self.operations += len(ops)
         return [(True, v) for v in values], completed
