@@ -377,3 +377,16 @@ async def test_the_api_authenticates_router_keys_from_the_store_and_the_admin_to
         r = await c.post("/v1/routeyard/jobs", json={"prompt": "hi"}, headers=auth(capped_token))
         assert r.status_code == 402 and r.json()["error"]["code"] == "key_limit_exceeded", r.text
     assert key.id and capped.id
+
+
+async def test_ops_endpoints_are_mounted_for_admins_and_metrics_are_served(
+    gw: tuple[httpx.AsyncClient, Embedded],
+) -> None:
+    c, _ = gw
+    r = await c.post("/v1/routeyard/jobs", json={"prompt": "hello"}, headers=auth(ALICE))
+    assert r.status_code == 200, r.text
+    assert (await c.get("/api/v1/activity", headers=auth(ALICE))).status_code == 403  # admins only
+    activity = await c.get("/api/v1/activity", headers=auth(ADMIN))
+    assert activity.status_code == 200 and "data" in activity.json()
+    metrics = await c.get("/metrics")
+    assert metrics.status_code == 200 and "routeyard_queue_jobs" in metrics.text

@@ -54,6 +54,40 @@ class BodyLimit:
         await self.app(scope, receive, send)
 
 
+def _mount_ops(app: FastAPI) -> None:
+    """The operators' endpoints (reports, activity, failures, re-queue) and Prometheus metrics: queue depth
+    per priority and open circuits, read from Redis when scraped."""
+    from prometheus_client import CollectorRegistry
+
+    from producer.gateway.auth import require_admin
+    from producer.gateway_ops import metrics_endpoint, ops_router
+    from worker.metrics import QueueMetrics
+
+    def gateway() -> Gateway:
+        return app.state.gateway  # type: ignore[no-any-return]
+
+    app.include_router(
+        ops_router(
+            lambda: gateway().store,
+            require_admin,
+            queue_factory=lambda: gateway().queue,
+            catalog_factory=lambda: gateway().catalog,
+        )
+    )
+    registry = CollectorRegistry()
+    holder: dict[str, QueueMetrics] = {}
+
+    async def refresh() -> None:
+        if "qm" not in holder:
+            holder["qm"] = QueueMetrics(gateway().queue)
+            registry.register(holder["qm"])
+        await holder["qm"].refresh()
+
+    app.add_api_route(
+        "/metrics", metrics_endpoint(registry, refresh=refresh), methods=["GET"], tags=["ops"], include_in_schema=False
+    )
+
+
 def create_app(
     settings: Settings,
     config: RouteyardConfig | None = None,
@@ -102,6 +136,7 @@ def create_app(
     app.include_router(native.router)
     app.include_router(openai_api.router)
     app.include_router(admin.admin_router)
+    _mount_ops(app)
     for extra in extra_routers:
         app.include_router(extra)
 
