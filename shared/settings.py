@@ -14,7 +14,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+    # no populate_by_name: with it, a field may also be read from an environment variable named like the field,
+    # and `home` would come from $HOME
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
 
     home: Path = Field(default=Path(".routeyard"), alias="ROUTEYARD_HOME")
     """Local state for the embedded defaults: the SQLite file, logs."""
