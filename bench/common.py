@@ -111,6 +111,28 @@ def commands_total(url: str) -> int:
     return sum(int(v["calls"]) for k, v in redis_info(url, "commandstats").items() if k.startswith("cmdstat_"))
 
 
+def redis_cpu_s(url: str) -> float:
+    info = redis_info(url, "cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def postgres_cpu_s() -> float:
+    """CPU seconds used so far by every PostgreSQL server process on this machine (from /proc)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if (d / "comm").read_text().strip() != "postgres":
+                continue
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))

@@ -40,7 +40,7 @@ async def _client_loop(url: str, n: int, transport: str) -> float:
     return n / elapsed
 
 
-def run(jobs: int = 5000) -> list[Row]:
+def run(jobs: int = 10_000) -> list[Row]:
     ideal = float(IN_FLIGHT)
     with deployment("sqlite") as d:
         d.start_farm(farm_config="farm_latency_1s.toml", latency_ms=1000)

@@ -67,7 +67,9 @@ def routeyard_rate(n: int, store: str, farm: str, concurrency: int = 256) -> flo
 
 
 def run(
-    jobs: int = 5000, stores: tuple[str, ...] = ("sqlite",), farms: tuple[str, ...] = ("loopback", "inprocess")
+    jobs: int = 5000,
+    stores: tuple[str, ...] = ("sqlite", "postgres"),
+    farms: tuple[str, ...] = ("loopback", "inprocess"),
 ) -> list[Row]:
     baseline = arq_baseline(jobs)
     rows = []

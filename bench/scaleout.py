@@ -8,17 +8,18 @@ from __future__ import annotations
 import asyncio
 import os
 
-from bench.common import commands_total
+from bench.common import commands_total, postgres_cpu_s, redis_cpu_s
 from bench.deploy import close_producer, deployment, span_rate, wait_batch
 from bench.overhead import specs
 from bench.suite import Row
 
 
 def run(jobs: int = 6000, counts: tuple[int, ...] = (1, 2, 4), store: str = "postgres") -> list[Row]:
-    results: dict[int, tuple[float, float]] = {}
+    results: dict[int, tuple[float, float, float, float]] = {}
     for n in counts:
         with deployment(store) as d:
             before = commands_total(d.redis_url)
+            redis_cpu, pg_cpu = redis_cpu_s(d.redis_url), postgres_cpu_s()
 
             async def submit() -> str:
                 p = d.producer()
@@ -39,9 +40,14 @@ def run(jobs: int = 6000, counts: tuple[int, ...] = (1, 2, 4), store: str = "pos
                 return rate
 
             rate = asyncio.run(measure())
-            results[n] = (rate, (commands_total(d.redis_url) - before) / jobs)
+            results[n] = (
+                rate,
+                (commands_total(d.redis_url) - before) / jobs,
+                (redis_cpu_s(d.redis_url) - redis_cpu) / jobs * 1e6,
+                (postgres_cpu_s() - pg_cpu) / jobs * 1e6,
+            )
     base = results[counts[0]][0]
-    return [
+    rows = [
         Row(
             f"scale-out: {n} worker process(es), {store}, {os.cpu_count()} cores",
             f"{rate:,.0f} jobs/s, {cmds:.1f} cmds/job",
@@ -49,6 +55,8 @@ def run(jobs: int = 6000, counts: tuple[int, ...] = (1, 2, 4), store: str = "pos
             rate / base,
             "(reported)",
             None,
+            note=f"Redis CPU {redis_us:.0f} us/job, PostgreSQL CPU {pg_us:.0f} us/job",
         )
-        for n, (rate, cmds) in results.items()
+        for n, (rate, cmds, redis_us, pg_us) in results.items()
     ]
+    return rows

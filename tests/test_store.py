@@ -263,3 +263,40 @@ async def test_group_commit_isolates_a_failing_operation(store: Store) -> None:
     assert b["n_succeeded"] == 50 and b["cost_total"] == Decimal("0.000123") * 50
     assert bad.id  # the failing op did not take its neighbours down
     assert store.writer.transactions < store.writer.operations  # writes were grouped
+
+
+async def test_answers_recorded_together_match_answers_recorded_one_by_one(store: Store) -> None:
+    """The writer records a transaction's answers in bulk; a race in the group (an abandoned attempt that
+    answers late, a job already terminal) sends the whole group down the exact one-by-one path."""
+    from shared.store.ops import FinishAttempt
+    from shared.store.writer import Deltas, apply_deltas
+
+    bid, ids = _new_batch(store, 6, custom_ids=False)
+    await store.write(ops.claim_jobs(ids, "w"))
+    atts = [_start(j, bid) for j in ids]
+    for a in atts:
+        await store.write(ops.start_attempt(a))
+    # the clean group: all in bulk
+    clean = [ops.finish_attempt(_end(a), _success(a)) for a in atts[:3]]
+    with store.engine.begin() as conn:
+        deltas = Deltas()
+        assert FinishAttempt.run_bulk(conn, deltas, clean) == [True, True, True]
+        assert deltas[bid].succeeded == 3 and deltas[bid].cost == Decimal("0.000123") * 3
+        apply_deltas(conn, deltas)
+    # a racing group: job 3's attempt was declared abandoned by a re-claim, job 4 was cancelled meanwhile
+    await store.write(ops.claim_jobs([ids[3]], "other"))
+    await store.write(ops.cancel_jobs([ids[4]]))
+    racing = [ops.finish_attempt(_end(a, cost="0.0002"), _success(a)) for a in atts[3:]]
+    with store.engine.begin() as conn:
+        assert FinishAttempt.run_bulk(conn, Deltas(), racing) is None  # nothing written
+    results = await asyncio.gather(*(store.write(op) for op in racing))  # the writer's own path
+    assert results == [True, False, True]
+    jobs = {j: await store.read(queries.job(j)) for j in ids}
+    assert [jobs[j]["state"] for j in ids[3:]] == ["succeeded", "cancelled", "succeeded"]
+    assert jobs[ids[3]]["attempt_rows"][0]["status"] == "succeeded"  # the late answer replaced "abandoned"
+    assert jobs[ids[4]]["cost"] == Decimal("0.0002")  # the cancelled job's call was still served and billed
+    b = await store.read(queries.batch(bid))
+    # job 3's late answer replaced its worst-case estimate: every call counts once, at its real cost
+    ledger = sum((a["cost"] or 0) for j in ids for a in jobs[j]["attempt_rows"])
+    assert ledger == Decimal("0.000123") * 3 + Decimal("0.0002") * 3
+    assert b["cost_total"] == ledger and b["n_succeeded"] == 5 and b["n_cancelled"] == 1
