@@ -11,7 +11,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -124,12 +124,7 @@ class Producer:
         self, lines: Iterable[Line | LineError], options: BatchOptions, progress: ProgressFn | None = None
     ) -> SubmitReport:
         self.check_options(options)
-        gate = await self._admit(options)
-        now = utcnow()
-        bid = new_batch_id()
-        report = SubmitReport(bid)
-        report.webhook = await self._subscribe(bid, options)
-        await self.store.write_direct(self._insert_batch(bid, options, now))
+        gate, bid, report, now = await self._open_batch(options)
         seen: set[str] = set()
         chunk: list[dict[str, Any]] = []
         for item in self._checked(iter(lines), seen, options, gate):
@@ -151,6 +146,17 @@ class Producer:
         if progress:
             progress(report.accepted, report.rejected)
         return report
+
+    async def _open_batch(self, options: BatchOptions) -> tuple[KeyGate | None, str, SubmitReport, datetime]:
+        """The steps every submission starts with: the key's gate (refuses the whole submission when the key
+        may not submit), the batch row, and its webhook subscription (stored before any job can finish)."""
+        gate = await self._admit(options)
+        now = utcnow()
+        bid = new_batch_id()
+        report = SubmitReport(bid)
+        report.webhook = await self._subscribe(bid, options)
+        await self.store.write_direct(self._insert_batch(bid, options, now))
+        return gate, bid, report, now
 
     async def _admit(self, options: BatchOptions) -> KeyGate | None:
         """The router key's gate (raises KeyRefused for the whole submission), or None without a key."""
@@ -246,12 +252,7 @@ class Producer:
         upload never stalls other requests. With `on_errors`, rejected lines are passed on chunk by chunk
         (`on_errors(batch_id, errors)`) rather than kept, so memory stays flat however many lines are bad."""
         await asyncio.to_thread(self.check_options, options)
-        gate = await self._admit(options)
-        now = utcnow()
-        bid = new_batch_id()
-        report = SubmitReport(bid)
-        report.webhook = await self._subscribe(bid, options)
-        await self.store.write_direct(self._insert_batch(bid, options, now))
+        gate, bid, report, now = await self._open_batch(options)
         checked = self._checked(lines, set(), options, gate)
 
         def next_chunk() -> tuple[list[dict[str, Any]], list[LineError], bool]:

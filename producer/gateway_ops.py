@@ -93,17 +93,10 @@ def _filter(
     job_ids: list[str] | None = None,
 ) -> JobFilter:
     try:
-        return JobFilter(
-            states=tuple(states) or ("failed",),
-            batch_id=batch_id,
-            error_classes=tuple(error_classes),
-            provider=provider,
-            model=model,
-            api_key_id=key,
-            since=_when(since),
-            until=_when(until),
-            job_ids=tuple(job_ids or ()),
-        )
+        return JobFilter.parse(
+            states=states, batch_id=batch_id, error_classes=error_classes, provider=provider, model=model,
+            api_key_id=key, since=since, until=until, job_ids=job_ids,
+        )  # fmt: skip
     except InputError as e:
         raise HTTPException(400, e.message) from None
 

@@ -23,6 +23,17 @@ from pydantic import (
 )
 
 
+def check_metadata(v: dict[str, str] | None) -> dict[str, str] | None:
+    """OpenAI's limits on `metadata`, so jobs and batches move between the two unchanged."""
+    if v is not None:
+        if len(v) > 16:
+            raise ValueError("metadata holds at most 16 keys")
+        for key, value in v.items():
+            if len(key) > 64 or len(value) > 512:
+                raise ValueError("metadata keys are at most 64 characters and values 512")
+    return v
+
+
 class Priority(IntEnum):
     """Lower runs first. Strict between levels; fair share between batches within a level."""
 
@@ -223,14 +234,7 @@ class JobSpec(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _metadata_limits(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        # OpenAI's limits, so batches move between the two unchanged
-        if v is not None:
-            if len(v) > 16:
-                raise ValueError("metadata holds at most 16 keys")
-            for key, value in v.items():
-                if len(key) > 64 or len(value) > 512:
-                    raise ValueError("metadata keys are at most 64 characters and values 512")
-        return v
+        return check_metadata(v)
 
     @field_validator("models")
     @classmethod

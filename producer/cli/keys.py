@@ -8,9 +8,8 @@ never stored or shown again; `rotate` issues a new one.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from producer.cli.app import ConfigOption, app, config, console, err_console, run, settings
+from shared import timeutil
 from shared.errors import InputError
 from shared.keys import ENVIRONMENTS, ApiKey, KeyStore
 from shared.money import fmt_usd
@@ -36,23 +36,13 @@ keys_app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
 
 def parse_when(text: str, *, now: datetime, future: bool = False) -> datetime:
-    """`2026-05-01` (midnight UTC), an ISO datetime (UTC unless it says otherwise), or a duration like `7d`,
-    `12h` — before `now`, or after it with `future`."""
-    text = text.strip()
-    m = _DURATION.match(text)
-    if m:
-        delta = timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
-        return now + delta if future else now - delta
+    """`shared.timeutil.parse_when`, its refusal as a usage error."""
     try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise typer.BadParameter(f"{text!r}: give a date (2026-05-01), a time (2026-05-01T12:00Z) or 7d/12h") from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+        return timeutil.parse_when(text, now=now, future=future)
+    except InputError as e:
+        raise typer.BadParameter(e.message) from None
 
 
 def _dollars(text: str | None) -> Decimal | None:

@@ -61,21 +61,12 @@ def _filter(
 ) -> Any:
     from shared.errors import InputError
     from shared.store.selection import JobFilter
-    from shared.timeutil import utcnow
 
-    now = utcnow()
     try:
-        return JobFilter(
-            states=tuple(state) or ("failed",),
-            batch_id=batch,
-            error_classes=tuple(error_class),
-            provider=provider,
-            model=model,
-            api_key_id=key,
-            since=parse_when(since, now=now) if since else None,
-            until=parse_when(until, now=now) if until else None,
-            job_ids=tuple(job_ids or ()),
-        )
+        return JobFilter.parse(
+            states=state, batch_id=batch, error_classes=error_class, provider=provider, model=model,
+            api_key_id=key, since=since, until=until, job_ids=job_ids,
+        )  # fmt: skip
     except InputError as e:
         raise typer.BadParameter(e.message) from None
 

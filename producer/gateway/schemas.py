@@ -11,21 +11,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.models import JobSpec, ProviderPreferences
+from shared.models import JobSpec, ProviderPreferences, check_metadata
 
 OpenAIStatus = Literal[
     "validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled"
 ]
-
-
-def check_metadata(v: dict[str, str] | None) -> dict[str, str] | None:
-    if v is not None:
-        if len(v) > 16:
-            raise ValueError("metadata holds at most 16 keys")
-        for key, value in v.items():
-            if len(key) > 64 or len(value) > 512:
-                raise ValueError("metadata keys are at most 64 characters and values 512")
-    return v
 
 
 # ---------------------------------------------------------------------------------------------- OpenAI

@@ -16,6 +16,7 @@ from sqlalchemy import Select, func, or_, select
 
 from shared.errors import InputError
 from shared.tables import Attempt, Job, JobState
+from shared.timeutil import parse_when, utcnow
 
 jobs = Job.__table__  # type: ignore[attr-defined]
 attempts = Attempt.__table__  # type: ignore[attr-defined]
@@ -41,6 +42,36 @@ class JobFilter:
     """Finished (or, held jobs, last touched) at or after this."""
     until: datetime | None = None
     job_ids: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        states: list[str] | tuple[str, ...] = (),
+        batch_id: str | None = None,
+        error_classes: list[str] | tuple[str, ...] = (),
+        provider: str | None = None,
+        model: str | None = None,
+        api_key_id: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        job_ids: list[str] | tuple[str, ...] | None = None,
+        now: datetime | None = None,
+    ) -> JobFilter:
+        """A filter from what an operator typed (CLI options, query parameters): times as dates, ISO times or
+        durations like `7d`; no state means failed jobs. InputError when something does not parse."""
+        now = now or utcnow()
+        return cls(
+            states=tuple(states) or (JobState.FAILED.value,),
+            batch_id=batch_id,
+            error_classes=tuple(error_classes),
+            provider=provider,
+            model=model,
+            api_key_id=api_key_id,
+            since=parse_when(since, now=now) if since else None,
+            until=parse_when(until, now=now) if until else None,
+            job_ids=tuple(job_ids or ()),
+        )
 
     def __post_init__(self) -> None:
         bad = sorted(set(self.states) - set(REQUEUABLE))

@@ -11,7 +11,15 @@ from typing import Any
 
 from shared.catalog import Endpoint
 from shared.errors import BadResponse, ContextLengthExceeded, ProviderError, UpstreamError
-from worker.providers.base import ChatRequest, ChatResult, Credential, ProviderAdapter, RateLimitInfo
+from worker.providers.base import (
+    ChatRequest,
+    ChatResult,
+    Credential,
+    ProviderAdapter,
+    RateLimitInfo,
+    chat_completion,
+    header_int,
+)
 from worker.providers.transport import RawResponse
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -25,13 +33,6 @@ def _reset_seconds(value: str | None) -> float | None:
         return None
     try:
         return max(0.0, datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() - time.time())
-    except ValueError:
-        return None
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
     except ValueError:
         return None
 
@@ -78,24 +79,9 @@ class AnthropicAdapter(ProviderAdapter):
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise BadResponse(f"{self.name}: answer lacks content or usage ({e!r})", status_code=200) from None
         cached = int(usage.get("cache_read_input_tokens") or 0)
-        body = {
-            "id": data.get("id", ""),
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": data.get("model", endpoint.upstream_model),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": _STOP_REASONS.get(str(data.get("stop_reason")), "stop"),
-                }
-            ],
-            "usage": {
-                "prompt_tokens": input_tokens + cached,
-                "completion_tokens": output_tokens,
-                "total_tokens": input_tokens + cached + output_tokens,
-            },
-        }
+        finish = _STOP_REASONS.get(str(data.get("stop_reason")), "stop")
+        model = data.get("model", endpoint.upstream_model)
+        body = chat_completion(data.get("id", ""), model, text, finish, input_tokens + cached, output_tokens)
         return ChatResult(
             body=body,
             input_tokens=input_tokens + cached,
@@ -117,10 +103,10 @@ class AnthropicAdapter(ProviderAdapter):
         if "anthropic-ratelimit-requests-limit" not in headers and "anthropic-ratelimit-tokens-limit" not in headers:
             return None
         return RateLimitInfo(
-            limit_requests=_int(headers.get("anthropic-ratelimit-requests-limit")),
-            remaining_requests=_int(headers.get("anthropic-ratelimit-requests-remaining")),
+            limit_requests=header_int(headers.get("anthropic-ratelimit-requests-limit")),
+            remaining_requests=header_int(headers.get("anthropic-ratelimit-requests-remaining")),
             reset_requests_s=_reset_seconds(headers.get("anthropic-ratelimit-requests-reset")),
-            limit_tokens=_int(headers.get("anthropic-ratelimit-tokens-limit")),
-            remaining_tokens=_int(headers.get("anthropic-ratelimit-tokens-remaining")),
+            limit_tokens=header_int(headers.get("anthropic-ratelimit-tokens-limit")),
+            remaining_tokens=header_int(headers.get("anthropic-ratelimit-tokens-remaining")),
             reset_tokens_s=_reset_seconds(headers.get("anthropic-ratelimit-tokens-reset")),
         )

@@ -153,6 +153,32 @@ class ProviderAdapter(ABC):
         """The provider's answer as a ChatResult; raise BadResponse when it does not fit."""
 
 
+def header_int(value: str | None) -> int | None:
+    """A rate-limit header's number, or None when it is absent or not a number."""
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def chat_completion(
+    response_id: str, model: str, text: str, finish_reason: str, input_tokens: int, output_tokens: int
+) -> dict[str, Any]:
+    """An answer from another wire format in OpenAI's chat.completion shape, which results files carry."""
+    return {
+        "id": response_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}],
+        "usage": {
+            "prompt_tokens": input_tokens,
+            "completion_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+        },
+    }
+
+
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """`retry-after-ms` (OpenAI, Anthropic) wins over `retry-after` (seconds, or an HTTP date)."""
     ms = headers.get("retry-after-ms")

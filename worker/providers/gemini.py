@@ -4,12 +4,11 @@ OpenAI's chat.completion shape."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from shared.catalog import Endpoint
 from shared.errors import BadResponse, ContextLengthExceeded, ProviderError
-from worker.providers.base import ChatRequest, ChatResult, Credential, ProviderAdapter
+from worker.providers.base import ChatRequest, ChatResult, Credential, ProviderAdapter, chat_completion
 from worker.providers.transport import RawResponse
 
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter"}
@@ -58,24 +57,9 @@ class GeminiAdapter(ProviderAdapter):
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
             raise BadResponse(f"{self.name}: answer lacks candidates or usage ({e!r})", status_code=200) from None
         cached = int(usage.get("cachedContentTokenCount") or 0)
-        body = {
-            "id": data.get("responseId", ""),
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": data.get("modelVersion", endpoint.upstream_model),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": _FINISH.get(str(candidate.get("finishReason")), "stop"),
-                }
-            ],
-            "usage": {
-                "prompt_tokens": input_tokens,
-                "completion_tokens": output_tokens,
-                "total_tokens": input_tokens + output_tokens,
-            },
-        }
+        finish = _FINISH.get(str(candidate.get("finishReason")), "stop")
+        model = data.get("modelVersion", endpoint.upstream_model)
+        body = chat_completion(data.get("responseId", ""), model, text, finish, input_tokens, output_tokens)
         return ChatResult(
             body=body,
             input_tokens=input_tokens,

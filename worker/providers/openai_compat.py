@@ -9,7 +9,14 @@ from typing import Any
 
 from shared.catalog import Endpoint
 from shared.errors import BadResponse, ContextLengthExceeded, ProviderError
-from worker.providers.base import ChatRequest, ChatResult, Credential, ProviderAdapter, RateLimitInfo
+from worker.providers.base import (
+    ChatRequest,
+    ChatResult,
+    Credential,
+    ProviderAdapter,
+    RateLimitInfo,
+    header_int,
+)
 from worker.providers.transport import RawResponse
 
 # OpenAI's reasoning models refuse `max_tokens` and want `max_completion_tokens`.
@@ -29,13 +36,6 @@ def parse_duration(value: str | None) -> float | None:
         except ValueError:
             return None
     return sum(float(n) * _UNIT_S[u] for n, u in parts)
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 class OpenAICompatAdapter(ProviderAdapter):
@@ -87,10 +87,10 @@ class OpenAICompatAdapter(ProviderAdapter):
         if "x-ratelimit-limit-requests" not in headers and "x-ratelimit-limit-tokens" not in headers:
             return None
         return RateLimitInfo(
-            limit_requests=_int(headers.get("x-ratelimit-limit-requests")),
-            remaining_requests=_int(headers.get("x-ratelimit-remaining-requests")),
+            limit_requests=header_int(headers.get("x-ratelimit-limit-requests")),
+            remaining_requests=header_int(headers.get("x-ratelimit-remaining-requests")),
             reset_requests_s=parse_duration(headers.get("x-ratelimit-reset-requests")),
-            limit_tokens=_int(headers.get("x-ratelimit-limit-tokens")),
-            remaining_tokens=_int(headers.get("x-ratelimit-remaining-tokens")),
+            limit_tokens=header_int(headers.get("x-ratelimit-limit-tokens")),
+            remaining_tokens=header_int(headers.get("x-ratelimit-remaining-tokens")),
             reset_tokens_s=parse_duration(headers.get("x-ratelimit-reset-tokens")),
         )
