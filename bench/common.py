@@ -133,6 +133,15 @@ def postgres_cpu_s() -> float:
     return total
 
 
+def postgres_wal_bytes() -> int:
+    """The cluster's write-ahead log position, in bytes (differences give WAL written)."""
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
+        row = c.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint").fetchone()
+    return int(row[0]) if row else 0
+
+
 def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))

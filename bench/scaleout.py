@@ -8,18 +8,18 @@ from __future__ import annotations
 import asyncio
 import os
 
-from bench.common import commands_total, postgres_cpu_s, redis_cpu_s
+from bench.common import commands_total, postgres_cpu_s, postgres_wal_bytes, redis_cpu_s
 from bench.deploy import close_producer, deployment, span_rate, wait_batch
 from bench.overhead import specs
 from bench.suite import Row
 
 
 def run(jobs: int = 6000, counts: tuple[int, ...] = (1, 2, 4), store: str = "postgres") -> list[Row]:
-    results: dict[int, tuple[float, float, float, float]] = {}
+    results: dict[int, tuple[float, float, float, float, float]] = {}
     for n in counts:
         with deployment(store) as d:
             before = commands_total(d.redis_url)
-            redis_cpu, pg_cpu = redis_cpu_s(d.redis_url), postgres_cpu_s()
+            redis_cpu, pg_cpu, wal = redis_cpu_s(d.redis_url), postgres_cpu_s(), postgres_wal_bytes()
 
             async def submit() -> str:
                 p = d.producer()
@@ -45,6 +45,7 @@ def run(jobs: int = 6000, counts: tuple[int, ...] = (1, 2, 4), store: str = "pos
                 (commands_total(d.redis_url) - before) / jobs,
                 (redis_cpu_s(d.redis_url) - redis_cpu) / jobs * 1e6,
                 (postgres_cpu_s() - pg_cpu) / jobs * 1e6,
+                (postgres_wal_bytes() - wal) / jobs,
             )
     base = results[counts[0]][0]
     rows = [
@@ -55,8 +56,8 @@ def run(jobs: int = 6000, counts: tuple[int, ...] = (1, 2, 4), store: str = "pos
             rate / base,
             "(reported)",
             None,
-            note=f"Redis CPU {redis_us:.0f} us/job, PostgreSQL CPU {pg_us:.0f} us/job",
+            note=f"Redis CPU {redis_us:.0f} us/job, PostgreSQL CPU {pg_us:.0f} us/job, WAL {wal_b:,.0f} bytes/job",
         )
-        for n, (rate, cmds, redis_us, pg_us) in results.items()
+        for n, (rate, cmds, redis_us, pg_us, wal_b) in results.items()
     ]
     return rows
