@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
-from ry_helpers import make_config, quiet_farm
+from ry_helpers import TEST_CONFIG, make_config, quiet_farm
 
 from producer.client import BatchOptions
 from producer.embedded import Embedded
@@ -157,3 +157,39 @@ async def test_cancelled_jobs_are_dropped_by_the_worker(
     assert farm.record.requests == []
     b = await sqlite_store.read(queries.batch(report.batch_id))
     assert b["state"] == "completed" and b["n_cancelled"] == 3
+
+
+async def test_transient_failures_everywhere_are_planned_again_while_calls_remain(
+    settings: Settings, sqlite_store: Store, fake_redis: ArqRedis
+) -> None:
+    # one candidate (gamma), two tries per run (retries_per_endpoint = 1), six calls allowed (max_attempts):
+    # a job whose two calls both met a 529 is deferred and planned again, not failed with four calls unspent
+    farm = quiet_farm(gamma={"p_503": 1.0})
+    async with Embedded(settings, make_config(), farm=farm, redis=fake_redis, store=sqlite_store) as emb:
+        report = await emb.producer.submit_specs([JobSpec.model_validate({"prompt": "x", "class": "bigonly"})])
+        assert report.batch_id
+        while len(farm.record.requests) < 2:
+            await asyncio.sleep(0.005)
+        farm.set_behaviour("gamma", p_503=0.0)  # the provider recovers while the job waits out its backoff
+        batch = await asyncio.wait_for(emb.producer.wait(report.batch_id, poll_s=0.02), 30)
+        [line] = [line async for line in emb.producer.results(report.batch_id)]
+    assert batch["n_succeeded"] == 1, line
+    job = await sqlite_store.read(queries.job(line["job_id"]))
+    statuses = [(a["status"], a["error_class"]) for a in job["attempt_rows"]]
+    assert statuses == [("failed", "upstream"), ("failed", "upstream"), ("succeeded", None)]
+    assert job["runs"] == 1  # the deferral did not count as a run
+
+
+async def test_transient_failures_stop_at_max_attempts(
+    settings: Settings, sqlite_store: Store, fake_redis: ArqRedis
+) -> None:
+    farm = quiet_farm(gamma={"p_503": 1.0})
+    config = make_config(TEST_CONFIG + "\n[circuits]\nconsecutive_failures = 50\n")
+    async with Embedded(settings, config, farm=farm, redis=fake_redis, store=sqlite_store) as emb:
+        report = await emb.producer.submit_specs([JobSpec.model_validate({"prompt": "x", "class": "bigonly"})])
+        assert report.batch_id
+        batch = await asyncio.wait_for(emb.producer.wait(report.batch_id, poll_s=0.02), 60)
+        [line] = [line async for line in emb.producer.results(report.batch_id)]
+    assert batch["n_failed"] == 1
+    assert line["error"]["code"] == "attempts_exhausted" and line["attempts"] == 6
+    assert len(farm.record.requests) == 6

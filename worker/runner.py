@@ -5,13 +5,15 @@ settled once it is answered.
 
 Bounds: at most `routing.max_attempts` calls per job across all runs, and nothing after its deadline.
 Outcome for the dispatcher: `Done` (terminal state recorded), `Deferred` (back to the queue until a rate
-limit or circuit allows; no try burned) or `Held` (a budget cannot cover it: `budget_exhausted`).
+limit or circuit allows, or after a backoff when every candidate failed transiently; no run burned) or
+`Held` (a budget cannot cover it: `budget_exhausted`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -39,6 +41,9 @@ MAX_RUNS = 5
 """A job claimed this many times without finishing is failing its workers (poison); it fails."""
 DEFER_ON_NO_ROUTE_S = 15.0
 MAX_DEFER_S = 300.0
+TRANSIENT_DEFER_BASE_S = 0.25
+"""First wait before a job whose candidates all failed transiently is planned again; doubles per call made."""
+TRANSIENT_DEFER_MAX_S = 30.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -232,6 +237,13 @@ class JobRunner:
             return await self._fail(
                 run.job, ErrorClass.NO_ROUTE, "no candidate fits the job's budget or has a usable key or a known price"
             )
+        if action_for(last) is Action.RETRY:
+            # transient errors on every candidate, with calls left: plan again after a backoff (circuits and
+            # rate limits will have moved) rather than fail a job that `max_attempts` still allows
+            delay = min(TRANSIENT_DEFER_MAX_S, TRANSIENT_DEFER_BASE_S * 2 ** max(0, run.seq - 1))
+            delay *= random.uniform(0.5, 1.0)
+            if utcnow() + timedelta(seconds=delay) < run.deadline:
+                return Deferred(delay, f"every candidate failed transiently; last: {last.message}")
         return await self._fail(run.job, last.error_class, f"every candidate failed; last: {last.message}")
 
     async def _call(self, run: _Run, cand: Candidate, credential: Credential) -> None:
