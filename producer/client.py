@@ -311,7 +311,11 @@ class Producer:
     async def _flush(self, bid: str, rows: list[dict[str, Any]], options: BatchOptions) -> None:
         def op(conn: Connection, deltas: Deltas) -> None:
             conn.execute(insert(jobs), rows)
-            conn.execute(update(batches).where(batches.c.id == bid).values(n_total=batches.c.n_total + len(rows)))
+            conn.execute(
+                update(batches)
+                .where(batches.c.id == bid)
+                .values(n_total=batches.c.n_total + len(rows), updated_at=utcnow())  # the sweeper sees it alive
+            )
 
         await self.store.write_direct(op)  # committed before it is enqueued: the store is the record
         by_priority: dict[int, list[str]] = {}

@@ -150,6 +150,9 @@ class WorkerConfig(_Strict):
     sweep_every_s: int = Field(default=30, ge=1, le=59)
     sweep_grace_s: float = Field(default=60.0, ge=0)
     """The sweeper leaves jobs touched this recently alone (a producer may be about to enqueue them)."""
+    stale_submission_s: float = Field(default=600.0, gt=0)
+    """A batch still `submitting` with no line stored for this long lost its producer: the sweeper seals it
+    with the jobs it has, so it can complete."""
     rate_safety: float = Field(default=0.98, gt=0, le=1)
     """Rate-limit buckets refill at this share of the configured limit, so a provider's own window never
     sees more than its limit (fewer 429s for ~2% of throughput)."""

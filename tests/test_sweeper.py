@@ -1,17 +1,23 @@
-"""The sweeper puts back what Redis lost; the store stays the record."""
+"""The sweeper puts back what Redis lost, and seals batches whose producer died mid-upload; the store stays
+the record."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+
+import pytest
 from arq.connections import ArqRedis
 from ry_helpers import make_config
 
-from producer.client import Producer
+from producer.client import CHUNK, BatchOptions, Producer
+from producer.ingest import Line
 from shared.catalog import Catalog
 from shared.models import JobSpec
 from shared.queue import JobQueue
 from shared.redis_keys import Keys
-from shared.store import Store
-from worker.sweeper import sweep_once
+from shared.store import Store, ops, queries
+from worker.sweeper import seal_stale_submissions, sweep_once
 
 
 async def test_jobs_lost_by_redis_are_re_enqueued_once(
@@ -41,3 +47,42 @@ async def test_recent_jobs_are_left_to_their_producer(sqlite_store: Store, fake_
     await producer.submit_specs([JobSpec(prompt="q")])
     await fake_redis.flushall()
     assert (await sweep_once(sqlite_store, queue, grace_s=60)).requeued == 0
+
+
+def _dies_after(n: int) -> Iterator[Line]:
+    for i in range(n):
+        yield Line(i + 1, JobSpec(prompt=f"q{i}"))
+    raise ConnectionResetError("the uploading client went away")
+
+
+async def test_a_batch_whose_producer_died_mid_upload_is_sealed_and_completes(
+    store: Store, fake_redis: ArqRedis
+) -> None:
+    queue = JobQueue(fake_redis, Keys("t:"))
+    producer = Producer(store, queue, Catalog.from_config(make_config()))
+    with pytest.raises(ConnectionResetError):
+        await producer.submit_lines_threaded(_dies_after(CHUNK + 5), BatchOptions())
+    [stuck] = await store.read(queries.batch_list(api_key_id=None, all_keys=True))
+    assert (stuck["state"], stuck["n_total"]) == ("submitting", CHUNK)  # the first chunk was stored
+    # a live upload is left alone
+    assert await seal_stale_submissions(store, stale_s=600) == (0, [])
+    # the stored jobs finish (here: cancelled); the batch cannot complete while it is `submitting`
+    assert await store.write(ops.cancel_jobs(batch_id=stuck["id"])) == CHUNK
+    assert (await store.read(queries.batch(stuck["id"])))["state"] == "submitting"
+    await asyncio.sleep(0.01)
+    assert await seal_stale_submissions(store, stale_s=0.001) == (1, [stuck["id"]])
+    done = await store.read(queries.batch(stuck["id"]))
+    assert (done["state"], done["n_total"], done["n_cancelled"]) == ("completed", CHUNK, CHUNK)
+    # sealing is done once
+    assert await seal_stale_submissions(store, stale_s=0.001) == (0, [])
+
+
+async def test_a_sealed_batch_with_jobs_still_to_run_stays_open(sqlite_store: Store, fake_redis: ArqRedis) -> None:
+    queue = JobQueue(fake_redis, Keys("t:"))
+    producer = Producer(sqlite_store, queue, Catalog.from_config(make_config()))
+    with pytest.raises(ConnectionResetError):
+        await producer.submit_lines_threaded(_dies_after(CHUNK), BatchOptions())
+    await asyncio.sleep(0.01)
+    [stuck] = await sqlite_store.read(queries.batch_list(api_key_id=None, all_keys=True))
+    assert await seal_stale_submissions(sqlite_store, stale_s=0.001) == (1, [])
+    assert (await sqlite_store.read(queries.batch(stuck["id"])))["state"] == "open"

@@ -26,12 +26,13 @@ from shared.queue import JobQueue
 from shared.redis_keys import Keys
 from shared.settings import Settings
 from shared.store import Store
+from shared.webhooks import announce
 from worker import webhooks
 from worker.context import Runtime
 from worker.dispatcher import Dispatcher
 from worker.metrics import WorkerMetrics
 from worker.runtime import build_runtime
-from worker.sweeper import resume_held, sweep_once
+from worker.sweeper import resume_held, seal_stale_submissions, sweep_once
 
 log = logging.getLogger("routeyard.worker")
 
@@ -42,7 +43,16 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     report = await sweep_once(rt.store, rt.queue, grace_s=rt.config.worker.sweep_grace_s)
     reclaimed = await rt.admission.reclaim_expired()
     resumed = await resume_held(rt.store, rt.queue, rt.scope_state)
-    return {"checked": report.checked, "requeued": report.requeued, "reclaimed": reclaimed, "resumed": resumed}
+    sealed, completed = await seal_stale_submissions(rt.store, stale_s=rt.config.worker.stale_submission_s)
+    for bid in completed:  # finished before it was sealed: no job's write completed it, so announce it here
+        await announce(rt.queue.redis, rt.queue.keys.prefix, bid)
+    return {
+        "checked": report.checked,
+        "requeued": report.requeued,
+        "reclaimed": reclaimed,
+        "resumed": resumed,
+        "sealed": sealed,
+    }
 
 
 class RouteyardWorker(Worker):

@@ -1,6 +1,7 @@
 """The sweeper: the store is the record, Redis only transport. Periodically it walks the jobs the store says
 are still active and puts back into the queue any that Redis no longer holds — after a Redis restart
 without persistence, a FLUSHALL, or a producer that died between committing a batch and enqueueing it.
+It also seals batches whose producer died mid-upload (`seal_stale_submissions`), so they can complete.
 
 Jobs touched within `grace_s` are left alone (a producer may be about to enqueue them). Re-enqueueing is
 idempotent: an id already waiting is not added twice, and the claim script drops a duplicate of a job that
@@ -104,3 +105,18 @@ async def resume_held(store: Store, queue: JobQueue, scope_state: ScopeState) ->
         resumed += len(back)
         log.info("resumed %d jobs held by %s (limit or period changed)", len(back), hold["scope"])
     return resumed
+
+
+async def seal_stale_submissions(store: Store, *, stale_s: float) -> tuple[int, list[str]]:
+    """Seal batches whose producer stopped storing lines `stale_s` ago without sealing them (it died
+    mid-upload). Returns how many were sealed and the ids of those already complete (their terminal
+    events are due)."""
+    sealed, completed = await store.write_direct(ops.seal_stale_submissions(utcnow() - timedelta(seconds=stale_s)))
+    for bid, stored in sealed:
+        log.warning(
+            "batch %s: its producer stopped mid-upload %.0f s ago; sealed with the %d lines it stored",
+            bid,
+            stale_s,
+            stored,
+        )
+    return len(sealed), completed

@@ -225,13 +225,14 @@ def results(
     batch_id: str = typer.Argument(...),
     output: Path | None = typer.Option(None, "--output", "-o", help="default: standard output"),
     state: list[str] = typer.Option([], "--state", help="only jobs in this state (repeatable)"),
+    cfg: Path | None = ConfigOption,
 ) -> None:
     """Write a batch's results as JSONL (OpenAI batch output shape plus routeyard's fields)."""
 
     async def go() -> None:
         store = Store.open(settings().resolved_database_url())
         try:
-            producer = Producer(store, None, Catalog.from_config(config(None)))  # type: ignore[arg-type]
+            producer = Producer(store, None, Catalog.from_config(config(cfg)))  # type: ignore[arg-type]
             if await producer.batch(batch_id) is None:
                 err_console.print(f"[red]no batch {batch_id}[/red]")
                 raise typer.Exit(1)
