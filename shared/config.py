@@ -120,6 +120,8 @@ class WebhookConfig(_Strict):
     schedule_s: list[float] = Field(default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0])
     jitter: float = Field(default=0.1, ge=0, le=1)
     timeout_s: float = Field(default=10.0, gt=0)
+    concurrency: int = Field(default=32, ge=1, le=1000)
+    """Deliveries in flight per worker process: a slow receiver must not hold a batch's job events back."""
 
 
 class BillingConfig(_Strict):

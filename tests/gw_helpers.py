@@ -65,6 +65,8 @@ class Receiver:
     url: str
     received: list[Received] = field(default_factory=list)
     answer: Callable[[int], int] = lambda n: 200
+    in_flight: int = 0
+    max_concurrent: int = 0
 
     async def wait_for(self, n: int, timeout: float = 20.0) -> list[Received]:
         loop = asyncio.get_running_loop()
@@ -77,8 +79,9 @@ class Receiver:
 
 
 @contextlib.contextmanager
-def webhook_receiver(answer: Callable[[int], int] = lambda n: 200) -> Iterator[Receiver]:
-    """Serve a receiver on a free loopback port from a thread."""
+def webhook_receiver(answer: Callable[[int], int] = lambda n: 200, delay_s: float = 0.0) -> Iterator[Receiver]:
+    """Serve a receiver on a free loopback port from a thread; it takes `delay_s` to answer each POST and
+    counts how many it held at once (`rec.max_concurrent`)."""
     import uvicorn
 
     port = free_port()
@@ -99,6 +102,12 @@ def webhook_receiver(answer: Callable[[int], int] = lambda n: 200) -> Iterator[R
             headers = {k.decode(): v.decode() for k, v in scope["headers"]}
             rec.received.append(Received(body, headers, scope["path"]))
             status = rec.answer(len(rec.received))
+            rec.in_flight += 1
+            rec.max_concurrent = max(rec.max_concurrent, rec.in_flight)
+            try:
+                await asyncio.sleep(delay_s)
+            finally:
+                rec.in_flight -= 1
         await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"ok"})
 

@@ -113,6 +113,43 @@ async def test_batch_and_job_events_arrive_signed(env: Env) -> None:
     assert theirs.status_code == 404
 
 
+async def test_a_slow_receiver_gets_many_deliveries_at_once(env: Env) -> None:
+    # a receiver that takes 0.5 s per event must not see a batch's job events one by one (arq's default of
+    # a few jobs at a time would make a 10k-job batch's events take hours)
+    with webhook_receiver(delay_s=0.5) as rec:
+        lines = [{"prompt": f"q{i}"} for i in range(24)]
+        r = await env.client.post(
+            "/v1/routeyard/batches",
+            json={"jobs": lines, "webhook_url": rec.url, "webhook_events": ["job.succeeded"]},
+            headers=auth(ALICE),
+        )
+        assert r.status_code == 200, r.text
+        await rec.wait_for(24)
+    assert rec.max_concurrent > 8, rec.max_concurrent
+
+
+async def test_stopping_with_deliveries_in_flight_still_shuts_down_cleanly(env: Env) -> None:
+    # arq cancels the deliveries still running at shutdown; that must not skip the worker's own shutdown
+    # (drain, flush and close the store): the cut tries are left for webhook_sweep to send again
+    with webhook_receiver(delay_s=5.0) as rec:
+        r = await env.client.post(
+            "/v1/routeyard/batches",
+            json={
+                "jobs": [{"prompt": f"q{i}"} for i in range(6)],
+                "webhook_url": rec.url,
+                "webhook_events": ["job.succeeded"],
+            },
+            headers=auth(ALICE),
+        )
+        assert r.status_code == 200, r.text
+        await rec.wait_for(6)
+        await env.emb.worker.stop(grace_s=0)
+    assert env.emb.worker.runtime is not None and env.emb.worker.webhooks is not None
+    assert not any(t for t in env.emb.worker.tasks.values() if not t.done())
+    deliveries = await env.rows(WebhookDelivery)
+    assert len(deliveries) >= 6 and {d["status"] for d in deliveries} <= {"pending", "succeeded"}
+
+
 async def test_single_job_webhook(env: Env) -> None:
     with webhook_receiver() as rec:
         r = await env.client.post(

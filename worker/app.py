@@ -103,7 +103,8 @@ class RouteyardWorker(Worker):
             on_startup=self._startup,
             on_shutdown=self._shutdown,
             handle_signals=handle_signals,
-            max_jobs=4,
+            # arq's own jobs: webhook deliveries (I/O-bound: up to `webhooks.concurrency` at once) + housekeeping
+            max_jobs=config.webhooks.concurrency + 2,
             job_timeout=600,
             keep_result=300,
             poll_delay=0.5,
@@ -168,12 +169,32 @@ class RouteyardWorker(Worker):
         self.loop.create_task(self._drain_then_stop(signum))
 
     async def _drain_then_stop(self, signum: Signals) -> None:
-        await self.drain()
+        await asyncio.gather(self.drain(), self._settle_arq_jobs(self.grace_s))
         super().handle_sig(signum)
+
+    async def _settle_arq_jobs(self, grace_s: float) -> None:
+        """Stop taking arq jobs (webhook deliveries, sweeps) and give those running `grace_s` to finish; what
+        is still running then is cancelled by arq, and a cut delivery is tried again by `webhook_sweep`."""
+        self.allow_pick_jobs = False
+        running = [t for t in self.tasks.values() if not t.done()]
+        if running:
+            await asyncio.wait(running, timeout=grace_s)
+
+    async def close(self) -> None:
+        """arq's close, minus one trap: it gathers the jobs it has just cancelled, and a job cancelled before
+        its own error handling began re-raises CancelledError there — which skipped `on_shutdown`, so the
+        store was never flushed and closed. Cancelled jobs are reaped here first."""
+        if not self._handle_signals:
+            self.handle_sig(Signals.SIGUSR1)
+        if self.tasks:
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+            self.tasks.clear()
+        await super().close()
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop a worker started with `async_run()` (embedded mode, tests)."""
-        await self.drain(grace_s)
+        grace = self.grace_s if grace_s is None else grace_s
+        await asyncio.gather(self.drain(grace_s), self._settle_arq_jobs(grace))
         if self.main_task is not None:
             self.main_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
