@@ -18,11 +18,12 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
 
 from shared.queue import JobQueue
 from shared.store import Store, ops
-from shared.tables import ACTIVE_STATES, BudgetHold, Job
+from shared.store.writer import Deltas, complete_if_done
+from shared.tables import ACTIVE_STATES, Batch, BatchState, BudgetHold, Job
 from shared.timeutil import to_ms, utcnow
 
 log = logging.getLogger("routeyard.sweeper")
@@ -107,14 +108,34 @@ async def resume_held(store: Store, queue: JobQueue, scope_state: ScopeState) ->
     return resumed
 
 
+batches = Batch.__table__  # type: ignore[attr-defined]
+
+
+def _seal_stale(older_than: Any) -> Any:
+    def op(conn: Connection, deltas: Deltas) -> tuple[list[tuple[str, int]], list[str]]:
+        sealed = [
+            (row.id, row.n_total)
+            for row in conn.execute(
+                update(batches)
+                .where(batches.c.state == BatchState.SUBMITTING.value, batches.c.updated_at < older_than)
+                .values(state=BatchState.OPEN.value, updated_at=utcnow())
+                .returning(batches.c.id, batches.c.n_total)
+            )
+        ]
+        return sealed, complete_if_done(conn, [bid for bid, _ in sealed])
+
+    return op
+
+
 async def seal_stale_submissions(store: Store, *, stale_s: float) -> tuple[int, list[str]]:
-    """Seal batches whose producer stopped storing lines `stale_s` ago without sealing them (it died
-    mid-upload). Returns how many were sealed and the ids of those already complete (their terminal
-    events are due)."""
-    sealed, completed = await store.write_direct(ops.seal_stale_submissions(utcnow() - timedelta(seconds=stale_s)))
+    """Seal batches still `submitting` whose producer has stored no line for `stale_s`: it died mid-upload.
+    Their stored jobs run (`sweep_once` enqueues them); sealing lets the batch complete, so pollers and
+    webhooks are not left waiting for lines that will never come. Returns how many were sealed and the ids
+    of those already complete (their terminal events are due)."""
+    sealed, completed = await store.write_direct(_seal_stale(utcnow() - timedelta(seconds=stale_s)))
     for bid, stored in sealed:
         log.warning(
-            "batch %s: its producer stopped mid-upload %.0f s ago; sealed with the %d lines it stored",
+            "batch %s: its producer stored no line for over %.0f s; sealed with the %d lines it stored",
             bid,
             stale_s,
             stored,

@@ -26,13 +26,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from shared.errors import ErrorClass
 from shared.money import Money
 from shared.store.records import AttemptEnd, AttemptStart, ClaimedJob, JobFailure, JobSuccess
-from shared.store.writer import BulkInsert, Deltas, Operation, complete_if_done
-from shared.tables import ACTIVE_STATES, Attempt, AttemptStatus, Batch, BatchState, BudgetHold, Job, JobState
+from shared.store.writer import BulkInsert, Deltas, Operation
+from shared.tables import ACTIVE_STATES, Attempt, AttemptStatus, BudgetHold, Job, JobState
 from shared.timeutil import utcnow
 
 jobs = Job.__table__  # type: ignore[attr-defined]
 holds = BudgetHold.__table__  # type: ignore[attr-defined]
-batches = Batch.__table__  # type: ignore[attr-defined]
 attempts = Attempt.__table__  # type: ignore[attr-defined]
 TERMINAL = [s.value for s in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)]
 _ZERO = literal(Decimal(0), Money())
@@ -494,27 +493,5 @@ def resume_held(scope: str, where: Any) -> Operation[list[tuple[str, int, str | 
         ).all()
         conn.execute(delete(holds).where(holds.c.scope == scope))
         return [(r[0], r[1], r[2], r[3]) for r in rows]
-
-    return op
-
-
-# ---------------------------------------------------------------------------------------------- batches
-def seal_stale_submissions(older_than: datetime) -> Operation[tuple[list[tuple[str, int]], list[str]]]:
-    """Seal batches still `submitting` whose producer has not stored a line since `older_than`: it died
-    mid-upload. Their stored jobs run (the sweeper enqueues them); sealing lets the batch complete, so
-    pollers and webhooks are not left waiting for lines that will never come. Returns the sealed
-    (batch id, lines stored) and the ids of those already complete."""
-
-    def op(conn: Connection, deltas: Deltas) -> tuple[list[tuple[str, int]], list[str]]:
-        sealed = [
-            (row.id, row.n_total)
-            for row in conn.execute(
-                update(batches)
-                .where(batches.c.state == BatchState.SUBMITTING.value, batches.c.updated_at < older_than)
-                .values(state=BatchState.OPEN.value, updated_at=utcnow())
-                .returning(batches.c.id, batches.c.n_total)
-            )
-        ]
-        return sealed, complete_if_done(conn, [bid for bid, _ in sealed])
 
     return op
