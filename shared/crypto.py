@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -56,9 +57,26 @@ def load_box(home: Path, env_value: str | None = None) -> SecretBox:
         return SecretBox(value.split(","))
     path = home / "master.key"
     if not path.exists():
-        home.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(SecretBox.new_key())
-        log.warning("ROUTEYARD_MASTER_KEY is not set: generated a local master key at %s", path)
+        _create_once(path, SecretBox.new_key())
     return SecretBox([path.read_text().strip()])
+
+
+def _create_once(path: Path, key: str) -> None:
+    """Publish `key` at `path` unless another process got there first. The key is written whole to a private
+    temporary file and hard-linked into place, which fails if the path exists: two processes starting at once
+    both end up reading the one key that won, never a half-written file, and never encrypt under a key that
+    is then lost."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".master.key.")  # created with mode 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(key)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return
+        log.warning("ROUTEYARD_MASTER_KEY is not set: generated a local master key at %s", path)
+    finally:
+        os.unlink(tmp)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,3 +38,28 @@ def test_local_master_key_is_created_once_and_private(tmp_path: Path) -> None:
     again = load_box(tmp_path, env_value="")
     assert again.decrypt(box.encrypt("x")) == "x"
     assert (tmp_path / "master.key").stat().st_mode & 0o777 == 0o600
+
+
+def _encrypt_at_start(home: str, barrier: Any, out: Any) -> None:
+    barrier.wait()
+    try:
+        out.put(load_box(Path(home), env_value="").encrypt("x"))
+    except Exception as e:  # reported to the parent, which fails the test
+        out.put(f"error: {type(e).__name__}: {e}")
+
+
+def test_processes_starting_together_share_one_local_master_key(tmp_path: Path) -> None:
+    # eight processes start at once on a fresh home: none fails, and every secret any of them encrypted is
+    # readable with the key left on disk (before: FileExistsError, an empty read, or a key lost)
+    ctx = multiprocessing.get_context("fork")
+    barrier, out = ctx.Barrier(8), ctx.Queue()
+    procs = [ctx.Process(target=_encrypt_at_start, args=(str(tmp_path), barrier, out)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    tokens = [out.get(timeout=30) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    assert not [t for t in tokens if t.startswith("error")], tokens
+    box = load_box(tmp_path, env_value="")
+    assert all(box.decrypt(t) == "x" for t in tokens)
+    assert [p.name for p in tmp_path.iterdir()] == ["master.key"]  # no temporary file left behind
