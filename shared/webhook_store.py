@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, insert, select, update
+from sqlalchemy import Connection, and_, exists, insert, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -15,7 +15,7 @@ from shared.store.writer import Deltas, Operation
 from shared.tables import Batch, BatchState
 from shared.tables_webhooks import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookSubscription
 from shared.timeutil import utcnow
-from shared.webhooks import batch_event
+from shared.webhooks import JOB_FAILED, JOB_SUCCEEDED, batch_event, job_message_id
 
 subscriptions = WebhookSubscription.__table__  # type: ignore[attr-defined]
 deliveries = WebhookDelivery.__table__  # type: ignore[attr-defined]
@@ -357,6 +357,47 @@ def unannounced_batches(since: datetime, limit: int = 100) -> Callable[[Connecti
             .limit(limit)
         ).mappings()
         return sorted({r["id"] for r in rows if batch_event(dict(r)) in r["subscription_events"].split(",")})
+
+    return q
+
+
+def unannounced_jobs(since: datetime, until: datetime, limit: int = 5000) -> Callable[[Connection], list[Any]]:
+    """Jobs finished between `since` and `until` whose event a subscription of their batch wants (or that
+    carry their own `webhook_url`) but that have no delivery: the worker that finished them died within the
+    event sink's buffer. Rows (batch_id, job_id, state), oldest first; the sweep fans them out again, and the
+    dedupe key keeps anything that did get out from going twice."""
+    from shared.tables import Job, JobState
+
+    jobs = Job.__table__  # type: ignore[attr-defined]
+    succeeded, failed = JobState.SUCCEEDED.value, JobState.FAILED.value
+    wanted = exists().where(
+        subscriptions.c.batch_id == jobs.c.batch_id,
+        subscriptions.c.primary.is_(True),
+        subscriptions.c.disabled_at.is_(None),
+        or_(
+            and_(jobs.c.state == succeeded, subscriptions.c.events.like(f"%{JOB_SUCCEEDED}%")),
+            and_(jobs.c.state == failed, subscriptions.c.events.like(f"%{JOB_FAILED}%")),
+            jobs.c.spec.like('%"webhook_url":%'),
+        ),
+    )
+    # deliveries are indexed by message id, which for a job event is `job_message_id(job id)`
+    delivered = exists().where(deliveries.c.message_id == literal(job_message_id("")) + jobs.c.id)
+
+    def q(conn: Connection) -> list[Any]:
+        return list(
+            conn.execute(
+                select(jobs.c.batch_id, jobs.c.id, jobs.c.state)
+                .where(
+                    jobs.c.state.in_([succeeded, failed]),
+                    jobs.c.finished_at > since,
+                    jobs.c.finished_at <= until,
+                    wanted,
+                    ~delivered,
+                )
+                .order_by(jobs.c.finished_at)
+                .limit(limit)
+            ).all()
+        )
 
     return q
 

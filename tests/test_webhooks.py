@@ -11,6 +11,7 @@ import hmac
 import json
 import socket
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,46 @@ async def test_stopping_with_deliveries_in_flight_still_shuts_down_cleanly(env: 
     assert not any(t for t in env.emb.worker.tasks.values() if not t.done())
     deliveries = await env.rows(WebhookDelivery)
     assert len(deliveries) >= 6 and {d["status"] for d in deliveries} <= {"pending", "succeeded"}
+
+
+@pytest.mark.parametrize("env", ["sqlite", "postgres"], indirect=True)
+async def test_job_events_lost_with_a_worker_are_recovered_by_the_sweep(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import update
+
+    from shared.tables import Job
+    from shared.timeutil import utcnow
+    from worker.webhooks import WebhookSink, webhook_sweep
+
+    # the worker "dies" before its sink hands the job events over: they never reach the queue
+    monkeypatch.setattr(WebhookSink, "job_finished", lambda self, event: None)
+    with webhook_receiver() as rec:
+        lines = [{"prompt": "a"}, {"prompt": "b"}, {"prompt": "c", "webhook_url": rec.url.replace("/hook", "/own")}]
+        r = await env.client.post(
+            "/v1/routeyard/batches",
+            json={"jobs": lines, "webhook_url": rec.url, "webhook_events": ["job.succeeded", "batch.completed"]},
+            headers=auth(ALICE),
+        )
+        assert r.status_code == 200, r.text
+        [batch_event] = await rec.wait_for(1)  # the batch event still goes out
+        await _settled(env, 1)
+        sweep_ctx = env.emb.worker.ctx
+        # a sweep right away leaves them alone: the sink may still be about to flush
+        assert (await webhook_sweep(sweep_ctx))["recovered"] == 0
+        jobs = Job.__table__  # type: ignore[attr-defined]
+        await env.store.write_direct(
+            lambda conn, deltas: conn.execute(update(jobs).values(finished_at=utcnow() - timedelta(minutes=2)))
+        )
+        assert (await webhook_sweep(sweep_ctx))["recovered"] == 3
+        got = await rec.wait_for(5)
+        await _settled(env, 5)
+        # once delivered, a later sweep finds nothing left
+        assert (await webhook_sweep(sweep_ctx))["recovered"] == 0
+    secret = r.json()["webhook"]["secret"]
+    assert _verify(secret, batch_event)["type"] == "batch.completed"
+    recovered = sorted((x.path, _verify(secret, x)["type"]) for x in got[1:])
+    assert recovered == [("/hook", "job.succeeded")] * 3 + [("/own", "job.succeeded")]
 
 
 async def test_single_job_webhook(env: Env) -> None:

@@ -8,12 +8,13 @@
               SSRF re-check, sign, POST, log the try in `webhook_attempts`, then:
               2xx → succeeded · 410 → subscription disabled, no more deliveries to it ·
               else → next try after `webhooks.schedule_s[try]` ± jitter, until the schedule runs out
-    arq cron `webhook_sweep` (one worker a minute): re-enqueues tries Redis lost, announces finished batches
-        whose event never made it out (a worker died before its sink flushed).
+    arq cron `webhook_sweep` (one worker a minute): re-enqueues tries Redis lost; fans out again job events
+        and announces finished batches whose event never made it out (a worker died before its sink flushed).
 
-Job events are buffered in memory for up to `flush_s` before they reach Redis: a worker killed in that
-window loses those job events (batch events are recovered by the sweep). Secrets are decrypted only to sign
-and never logged; log lines name deliveries by id and receivers by host.
+Job events are buffered in memory for up to `flush_s` before they reach Redis; those of a worker killed in
+that window are found by the sweep (finished jobs without a delivery, up to 15 minutes back), so delivery is
+at-least-once. Secrets are decrypted only to sign and never logged; log lines name deliveries by id and
+receivers by host.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from shared.webhook_store import (
     subscribed_batches,
     subscriptions_of,
     unannounced_batches,
+    unannounced_jobs,
 )
 from shared.webhook_targets import check_webhook_url
 from shared.webhooks import (
@@ -72,6 +74,8 @@ from worker.context import Runtime
 
 log = logging.getLogger("routeyard.webhooks")
 SWEEP_FUNCTION = "webhook_sweep"
+JOB_EVENT_RECOVERY_WINDOW = timedelta(minutes=15)
+"""How far back the webhook sweep looks for job events a dead worker never handed over."""
 
 
 class WebhookSink:
@@ -342,12 +346,27 @@ async def webhook_sweep(ctx: dict[str, Any]) -> dict[str, int]:
     overdue = await store.read(overdue_deliveries(now - timedelta(seconds=60)))
     for delivery_id, attempts_made in overdue:
         await svc.enqueue_try(delivery_id, attempts_made + 1, 0.0)
+    # job events lost with a worker: finished more than a sink flush ago (with room for the fan-out job to
+    # have run), recently enough that the scan stays a short index range
+    lost: dict[str, list[tuple[str, str]]] = {}
+    for batch_id, job_id, state in await store.read(
+        unannounced_jobs(now - JOB_EVENT_RECOVERY_WINDOW, now - timedelta(seconds=60))
+    ):
+        lost.setdefault(batch_id, []).append((job_id, state))
+    for batch_id, job_events in lost.items():
+        await svc.redis.enqueue_job(FANOUT_FUNCTION, batch_id, job_events, False, _queue_name=svc.queue_name)
     missed = await store.read(unannounced_batches(now - timedelta(days=1)))
     for batch_id in missed:
         await svc.redis.enqueue_job(FANOUT_FUNCTION, batch_id, [], True, _queue_name=svc.queue_name)
-    if overdue or missed:
-        log.warning("webhook sweep: re-enqueued %d tries, announced %d batches", len(overdue), len(missed))
-    return {"requeued": len(overdue), "announced": len(missed)}
+    n_lost = sum(len(v) for v in lost.values())
+    if overdue or missed or lost:
+        log.warning(
+            "webhook sweep: re-enqueued %d tries, recovered %d job events, announced %d batches",
+            len(overdue),
+            n_lost,
+            len(missed),
+        )
+    return {"requeued": len(overdue), "recovered": n_lost, "announced": len(missed)}
 
 
 # ---------------------------------------------------------------------------------------------- wiring
