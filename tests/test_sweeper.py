@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from arq.connections import ArqRedis
-from ry_helpers import make_config
+from ry_helpers import REDIS_URL, make_config
 
 from producer.client import CHUNK, BatchOptions, Producer
 from producer.ingest import Line
@@ -86,3 +87,35 @@ async def test_a_sealed_batch_with_jobs_still_to_run_stays_open(sqlite_store: St
     [stuck] = await sqlite_store.read(queries.batch_list(api_key_id=None, all_keys=True))
     assert await seal_stale_submissions(sqlite_store, stale_s=0.001) == (1, [])
     assert (await sqlite_store.read(queries.batch(stuck["id"])))["state"] == "open"
+
+
+async def test_the_sweep_command_seals_a_dead_producers_batch(
+    tmp_path: Path, key_prefix: str, real_redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from producer.cli import app
+    from shared.settings import get_settings
+
+    url = f"sqlite:///{tmp_path / 'routeyard.db'}"
+    store = Store.open(url)
+    producer = Producer(store, JobQueue(real_redis, Keys(key_prefix)), Catalog.from_config(make_config()))
+    with pytest.raises(ConnectionResetError):
+        await producer.submit_lines_threaded(_dies_after(3), BatchOptions())
+    await store.close()
+    env = {
+        "DATABASE_URL": url,
+        "REDIS_URL": REDIS_URL,
+        "ROUTEYARD_REDIS_PREFIX": key_prefix,
+        "ROUTEYARD_HOME": str(tmp_path),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:  # the command runs its own event loop: give it a thread
+        kept = await asyncio.to_thread(CliRunner().invoke, app, ["sweep"])  # 600 s default: left alone
+        sealed = await asyncio.to_thread(CliRunner().invoke, app, ["sweep", "--seal-after", "0.001"])
+    finally:
+        get_settings.cache_clear()
+    assert kept.exit_code == 0 and "sealed" not in kept.stdout, kept.stdout
+    assert sealed.exit_code == 0 and "sealed 1 batches" in sealed.stdout, (sealed.stdout, sealed.exception)

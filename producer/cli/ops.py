@@ -14,14 +14,22 @@ from producer.cli.keys import parse_when
 
 
 @app.command()
-def sweep(grace: float = typer.Option(60.0, help="leave jobs touched in the last N seconds alone")) -> None:
-    """Re-enqueue active jobs that Redis no longer holds (after a Redis restart or flush)."""
+def sweep(
+    grace: float = typer.Option(60.0, help="leave jobs touched in the last N seconds alone"),
+    seal_after: float = typer.Option(
+        600.0, help="seal batches still `submitting` with no line stored for N seconds (their producer died)"
+    ),
+) -> None:
+    """Re-enqueue active jobs that Redis no longer holds (after a Redis restart or flush), and seal batches
+    whose producer died mid-upload so they can complete. The workers do both on their own every
+    `worker.sweep_every_s`; this is for when none is running."""
     from arq.connections import ArqRedis
 
     from shared.queue import JobQueue
     from shared.redis_keys import Keys
     from shared.store import Store
-    from worker.sweeper import sweep_once
+    from shared.webhooks import announce
+    from worker.sweeper import seal_stale_submissions, sweep_once
 
     async def go() -> None:
         s = settings()
@@ -29,10 +37,15 @@ def sweep(grace: float = typer.Option(60.0, help="leave jobs touched in the last
         redis = ArqRedis.from_url(s.redis_url)
         try:
             report = await sweep_once(store, JobQueue(redis, Keys(s.redis_prefix)), grace_s=grace)
+            sealed, completed = await seal_stale_submissions(store, stale_s=seal_after)
+            for bid in completed:
+                await announce(redis, s.redis_prefix, bid)
         finally:
             await redis.aclose()
             await store.close()
         console.print(f"checked {report.checked} active jobs; re-enqueued {report.requeued}")
+        if sealed:
+            console.print(f"sealed {sealed} batches a dead producer left `submitting` ({len(completed)} now complete)")
 
     run(go())
 
