@@ -131,7 +131,7 @@ class Producer:
             if isinstance(item, LineError):
                 report.errors.append(item)
                 continue
-            chunk.append(self._row(bid, item, options, now))
+            chunk.append(self._row(bid, item, options, now, gate))
             if len(chunk) >= CHUNK:
                 await self._flush(bid, chunk, options)
                 report.accepted += len(chunk)
@@ -262,7 +262,7 @@ class Producer:
                 if isinstance(item, LineError):
                     errors.append(item)
                 else:
-                    rows.append(self._row(bid, item, options, now))
+                    rows.append(self._row(bid, item, options, now, gate))
                 if len(rows) >= CHUNK or len(errors) >= CHUNK:
                     return rows, errors, False
             return rows, errors, True
@@ -283,7 +283,7 @@ class Producer:
         await self._flush_refusals(gate, bid)
         return report
 
-    def _row(self, bid: str, line: Line, options: BatchOptions, now: Any) -> dict[str, Any]:
+    def _row(self, bid: str, line: Line, options: BatchOptions, now: Any, gate: KeyGate | None) -> dict[str, Any]:
         spec = line.spec
         if options.priority is not None:
             spec = spec.model_copy(update={"priority": options.priority})
@@ -296,6 +296,9 @@ class Producer:
             "custom_id": spec.custom_id,
             "line_no": line.line_no,
             "api_key_id": options.api_key_id,
+            "team": gate.key.team if gate else None,
+            "project": gate.key.project if gate else None,
+            "environment": gate.key.environment if gate else None,
             "state": JobState.QUEUED.value,
             "priority": int(spec.priority),
             "class_name": class_name,

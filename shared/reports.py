@@ -12,8 +12,8 @@ Conventions (the same as `shared.spend` and `shared.usage`, whose aggregate colu
   provider may have billed it), `byok` what teams' own provider keys were billed upstream, `fees` the
   platform fee on BYOK calls; a call of unknown price is counted in `unpriced_calls`, never as $0;
 - calls still in flight are left out of the sums and shown as `in_flight` (their reservations);
-- a call belongs to the day (UTC) it started; a router key's team, project and environment are its current
-  ones; `class` is the job's class;
+- a call belongs to the day (UTC) it started, and to the team, project and environment its router key had
+  when it was made (moving a key later does not move its history); `class` is the job's class;
 - latency percentiles are over answered calls; failure rate is failed calls over finished calls (abandoned
   calls count as failed: nobody got their answer).
 """
@@ -32,11 +32,9 @@ from sqlalchemy.sql.elements import ColumnElement
 from shared.money import Money
 from shared.spend import ledger_aggregates
 from shared.tables import Attempt, AttemptStatus, Job
-from shared.tables_keys import RouterKey
 
 attempts = Attempt.__table__  # type: ignore[attr-defined]
 jobs = Job.__table__  # type: ignore[attr-defined]
-api_keys = RouterKey.__table__  # type: ignore[attr-defined]
 
 Dimension = Literal[
     "key", "team", "project", "environment", "class", "model", "provider", "endpoint", "key_ref", "batch", "day"
@@ -57,9 +55,9 @@ def _dimension(name: str, dialect: str) -> Any:
     c = attempts.c
     columns: dict[str, Any] = {
         "key": c.api_key_id,
-        "team": api_keys.c.team,
-        "project": api_keys.c.project,
-        "environment": api_keys.c.environment,
+        "team": c.team,
+        "project": c.project,
+        "environment": c.environment,
         "class": jobs.c.class_name,
         "model": c.model,
         "provider": c.provider,
@@ -91,9 +89,9 @@ class Where:
         out: list[Any] = []
         pairs = [
             (attempts.c.api_key_id, self.key),
-            (api_keys.c.team, self.team),
-            (api_keys.c.project, self.project),
-            (api_keys.c.environment, self.environment),
+            (attempts.c.team, self.team),
+            (attempts.c.project, self.project),
+            (attempts.c.environment, self.environment),
             (attempts.c.provider, self.provider),
             (attempts.c.model, self.model),
             (attempts.c.batch_id, self.batch),
@@ -110,9 +108,7 @@ def _count(cond: Any) -> Any:
 
 
 def _source() -> Any:
-    return attempts.join(jobs, jobs.c.id == attempts.c.job_id).outerjoin(
-        api_keys, api_keys.c.id == attempts.c.api_key_id
-    )
+    return attempts.join(jobs, jobs.c.id == attempts.c.job_id)
 
 
 def _window(since: datetime | None, until: datetime | None) -> list[Any]:

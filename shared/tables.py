@@ -102,6 +102,11 @@ class Job(SQLModel, table=True):
     custom_id: str | None = Field(default=None, max_length=256)
     line_no: int | None = None
     api_key_id: str | None = Field(default=None, max_length=40, index=True)
+    # the submitting key's team, project and environment at submission: usage reports attribute jobs and
+    # spend as they were when made, so moving a key to another team later does not move its history
+    team: str | None = Field(default=None, max_length=64)
+    project: str | None = Field(default=None, max_length=64)
+    environment: str | None = Field(default=None, max_length=16)
     state: str = Field(default=JobState.QUEUED.value, max_length=16)
     priority: int = 1
     class_name: str = Field(max_length=64)
@@ -172,6 +177,10 @@ class Attempt(SQLModel, table=True):
     billed_to: str = Field(default="credits", max_length=16)
     """`credits` (a pooled key: cost counts against the router key's limit) or `byok` (the team's own provider
     key: the provider bills the team; routeyard charges `fee` as credits)."""
+    # the router key's team, project and environment when the call was made (see `Job.team`)
+    team: str | None = Field(default=None, max_length=64)
+    project: str | None = Field(default=None, max_length=64)
+    environment: str | None = Field(default=None, max_length=16)
     fee: Decimal | None = Field(default=None, sa_column=_money())
     status: str = Field(default=AttemptStatus.STARTED.value, max_length=16)
     http_status: int | None = None

@@ -1,6 +1,6 @@
 """Usage attribution: spend, tokens, calls and jobs per router key, team, project or environment over a
-period, from the ledger (`attempts`) and the jobs table, grouped by the key's *current* attributes (moving
-a key to another team moves its history with it).
+period, from the ledger (`attempts`) and the jobs table, grouped by the key's attributes as they were when
+each job was submitted and each call made (moving a key to another team later does not move its history).
 
     usage_by(by, since, until=None, team=None) -> query → list[UsageRow]
 
@@ -53,7 +53,7 @@ class UsageRow:
 def _group_column(by: str, source: Any) -> Any:
     if by not in DIMENSIONS:
         raise ValueError(f"usage can be grouped by {', '.join(DIMENSIONS)}, not {by!r}")
-    return source.c.api_key_id if by == "key" else api_keys.c[by]
+    return source.c.api_key_id if by == "key" else source.c[by]
 
 
 def usage_by(by: Dimension | str, since: datetime, until: datetime | None = None, *, team: str | None = None) -> Query:
@@ -69,17 +69,14 @@ def usage_by(by: Dimension | str, since: datetime, until: datetime | None = None
         )
         jgroup = _group_column(by, jobs).label("grp")
         jstmt = (
-            select(jgroup, func.count().label("n"))
-            .select_from(jobs.outerjoin(api_keys, api_keys.c.id == jobs.c.api_key_id))
-            .where(jobs.c.created_at >= since)
-            .group_by(jgroup)
+            select(jgroup, func.count().label("n")).select_from(jobs).where(jobs.c.created_at >= since).group_by(jgroup)
         )
         if until is not None:
             stmt = stmt.where(attempts.c.started_at < until)
             jstmt = jstmt.where(jobs.c.created_at < until)
         if team is not None:
-            stmt = stmt.where(api_keys.c.team == team)
-            jstmt = jstmt.where(api_keys.c.team == team)
+            stmt = stmt.where(attempts.c.team == team)
+            jstmt = jstmt.where(jobs.c.team == team)
         job_counts: dict[str | None, int] = {g: int(n) for g, n in conn.execute(jstmt).all()}
         rows: list[UsageRow] = []
         for r in conn.execute(stmt).mappings():

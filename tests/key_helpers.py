@@ -6,15 +6,28 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, insert, select
 
 from shared.ids import attempt_id, job_id
 from shared.store import Store
 from shared.store.writer import Deltas
 from shared.tables import Attempt, Job
+from shared.tables_keys import RouterKey
 
 jobs = Job.__table__  # type: ignore[attr-defined]
 attempts = Attempt.__table__  # type: ignore[attr-defined]
+api_keys = RouterKey.__table__  # type: ignore[attr-defined]
+
+
+def _attribution(conn: Connection, key_id: str | None) -> dict[str, Any]:
+    """The key's team, project and environment now, as the producer and the worker record them."""
+    found = None
+    if key_id is not None:
+        found = conn.execute(
+            select(api_keys.c.team, api_keys.c.project, api_keys.c.environment).where(api_keys.c.id == key_id)
+        ).first()
+    return dict(found._mapping) if found else {"team": None, "project": None, "environment": None}
+
 
 NOW = datetime(2024, 2, 20, 12, 0, tzinfo=UTC)
 
@@ -32,7 +45,7 @@ def add_job(store: Store, key_id: str | None, created_at: datetime = NOW) -> str
     }
 
     def op(conn: Connection, deltas: Deltas) -> None:
-        conn.execute(insert(jobs), row)
+        conn.execute(insert(jobs), {**row, **_attribution(conn, key_id)})
 
     store.write_sync(op)
     return jid
@@ -76,7 +89,7 @@ def add_call(
     }
 
     def op(conn: Connection, deltas: Deltas) -> None:
-        conn.execute(insert(attempts), row)
+        conn.execute(insert(attempts), {**row, **_attribution(conn, key_id)})
 
     store.write_sync(op)
     return jid

@@ -92,3 +92,29 @@ def test_revisions_from_empty_equal_the_models(empty_db: str) -> None:
         assert migrate.ensure_schema(engine) == "at head"
     finally:
         engine.dispose()
+
+
+def test_upgrade_to_0004_attributes_earlier_jobs_and_calls_to_their_keys_team(empty_db: str) -> None:
+    engine = make_engine(empty_db)
+    try:
+        migrate.upgrade(engine, "0003")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO api_keys (id, name, environment, team, project, labels, limit_reset,"
+                    " include_byok_in_limit, disabled, admin, secret_hash, created_at) VALUES ('key_1', 'k', 'prod',"
+                    " 'ml', 'evals', '[]', 'none', :no, :no, :no, 'h', :t)"
+                ),
+                {"t": "2025-01-02 03:04:05", "no": False},
+            )
+            for sql in _BASELINE_ROWS:
+                conn.execute(text(sql), {"t": "2025-01-02 03:04:05", "yes": True})
+            conn.execute(text("UPDATE jobs SET api_key_id = 'key_1'"))
+            conn.execute(text("UPDATE attempts SET api_key_id = 'key_1'"))
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            for table in ("jobs", "attempts"):
+                row = conn.execute(text(f"SELECT team, project, environment FROM {table}")).one()  # noqa: S608
+                assert tuple(row) == ("ml", "evals", "prod"), table
+    finally:
+        engine.dispose()

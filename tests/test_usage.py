@@ -96,3 +96,23 @@ async def test_usage_by_team_project_environment_and_key(store: Store) -> None:
     by_key = await store.read(usage_by("key", since, team="ml"))
     assert [r.group for r in by_key] == [a.id, b.id]  # largest charge first; the team filter applies
     assert await store.read(usage_by("team", NOW + timedelta(hours=1))) == []
+
+
+async def test_a_key_moved_to_another_team_leaves_its_history_behind(store: Store) -> None:
+    from sqlalchemy import update
+
+    from shared.reports import Where, usage_report
+    from shared.tables_keys import RouterKey
+
+    key, _ = await KeyStore(store).create("a", team="ml", project="evals")
+    add_call(store, key.id, cost=D("1"))
+    api_keys = RouterKey.__table__  # type: ignore[attr-defined]
+    await store.write_direct(
+        lambda conn, deltas: conn.execute(update(api_keys).where(api_keys.c.id == key.id).values(team="web"))
+    )
+    add_call(store, key.id, cost=D("0.5"))  # made after the move
+    since = NOW - timedelta(hours=1)
+    teams = {r.group: (r.charged, r.jobs) for r in await store.read(usage_by("team", since))}
+    assert teams == {"ml": (D("1"), 1), "web": (D("0.5"), 1)}
+    report = await store.read(usage_report(["team"], since, where=Where(team="ml")))
+    assert report.totals.total == D("1") and [r.group for r in report.rows] == [{"team": "ml"}]

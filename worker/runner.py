@@ -24,6 +24,7 @@ from tenacity.stop import stop_base
 from shared.errors import ErrorClass, ProviderError
 from shared.events import JobFinished
 from shared.ids import attempt_id
+from shared.keys import ApiKey
 from shared.models import JobSpec
 from shared.redaction import redact
 from shared.store import ops
@@ -89,7 +90,13 @@ class _Run:
     spent: Decimal
     """What the job's calls have cost so far, against its `max_cost`."""
     scopes: list[BudgetScope] = field(default_factory=list)
-    team: str | None = None
+    key: ApiKey | None = None
+    """The submitting router key as it is now: its team picks BYOK keys, and its attribution is recorded
+    with each call."""
+
+    @property
+    def team(self) -> str | None:
+        return self.key.team if self.key else None
 
 
 class JobRunner:
@@ -130,7 +137,7 @@ class JobRunner:
             job.attempts,
             self.routing.max_attempts - job.attempts,
             job.cost or Decimal(0),
-            team=view.key.team if view.key else None,
+            key=view.key,
         )
         return await self._execute(run)
 
@@ -282,6 +289,9 @@ class JobRunner:
             started_at=utcnow(),
             api_key_id=job.api_key_id,
             billed_to=credential.billed_to,
+            team=run.team,
+            project=run.key.project if run.key else None,
+            environment=run.key.environment if run.key else None,
         )
         await self.rt.store.write(ops.start_attempt(started), urgent=True)
         request = ChatRequest(

@@ -149,6 +149,9 @@ def start_attempt(a: AttemptStart) -> Operation[None]:
         "cost_estimated": False,
         "api_key_id": a.api_key_id,
         "billed_to": a.billed_to,
+        "team": a.team,
+        "project": a.project,
+        "environment": a.environment,
     }
 
     return BulkInsert(_INSERT_ATTEMPT, row)

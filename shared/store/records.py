@@ -43,6 +43,9 @@ class AttemptStart:
     started_at: datetime
     api_key_id: str | None = None
     billed_to: str = "credits"
+    team: str | None = None
+    project: str | None = None
+    environment: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
