@@ -28,7 +28,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, get_args
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from shared.auth import Principal
 from shared.errors import InputError, RouteyardError
@@ -266,6 +266,44 @@ def list_keys(
     return q
 
 
+UPDATABLE: dict[str, str] = {
+    "name": "name",
+    "team": "team",
+    "project": "project",
+    "labels": "labels",
+    "expires_at": "expires_at",
+    "allowed_classes": "allowed_classes",
+    "allowed_models": "allowed_models",
+    "allowed_providers": "allowed_providers",
+    "limit": "credit_limit",
+    "limit_reset": "limit_reset",
+    "include_byok_in_limit": "include_byok_in_limit",
+    "disabled": "disabled",
+}
+"""What `KeyStore.update` may change, and the column each lives in. Environment and admin scope are fixed at
+creation: the token's prefix names the environment, and scope changes deserve a new key."""
+
+
+def _check(
+    *,
+    name: str | None = None,
+    environment: str | None = None,
+    limit_reset: str | None = None,
+    limit: Decimal | None = None,
+    expires_at: datetime | None = None,
+) -> None:
+    if name is not None and not name.strip():
+        raise InputError("a key needs a name", code="invalid_key")
+    if environment is not None and environment not in ENVIRONMENTS:
+        raise InputError(f"environment must be one of {', '.join(ENVIRONMENTS)}", code="invalid_key")
+    if limit_reset is not None and limit_reset not in LIMIT_RESETS:
+        raise InputError(f"limit reset must be one of {', '.join(LIMIT_RESETS)}", code="invalid_key")
+    if limit is not None and limit < 0:
+        raise InputError("limit must be zero or more dollars", code="invalid_key")
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise InputError("expiry must carry a timezone", code="invalid_key")
+
+
 class KeyStore:
     """Create, read, disable and rotate router keys. Tokens are returned once and never stored."""
 
@@ -291,16 +329,7 @@ class KeyStore:
         now: datetime | None = None,
     ) -> tuple[ApiKey, str]:
         """The new key and its token (shown once)."""
-        if not name.strip():
-            raise InputError("a key needs a name", code="invalid_key")
-        if environment not in ENVIRONMENTS:
-            raise InputError(f"environment must be one of {', '.join(ENVIRONMENTS)}", code="invalid_key")
-        if limit_reset not in LIMIT_RESETS:
-            raise InputError(f"limit reset must be one of {', '.join(LIMIT_RESETS)}", code="invalid_key")
-        if limit is not None and limit < 0:
-            raise InputError("limit must be zero or more dollars", code="invalid_key")
-        if expires_at is not None and expires_at.tzinfo is None:
-            raise InputError("expiry must carry a timezone", code="invalid_key")
+        _check(name=name, environment=environment, limit_reset=limit_reset, limit=limit, expires_at=expires_at)
         now = now or utcnow()
         key_id = new_key_id()
         token = new_token(key_id, environment)
@@ -339,6 +368,44 @@ class KeyStore:
         self, *, team: str | None = None, environment: str | None = None, include_disabled: bool = True
     ) -> list[ApiKey]:
         return await self.store.read(list_keys(team=team, environment=environment, include_disabled=include_disabled))
+
+    async def update(self, key_id: str, changes: dict[str, Any], now: datetime | None = None) -> ApiKey | None:
+        """Change a key's settings (any of `UPDATABLE`; None clears an optional one). Jobs already submitted
+        keep the team, project and environment they were recorded with. None when the key is unknown."""
+        unknown = sorted(set(changes) - set(UPDATABLE))
+        if unknown:
+            raise InputError(f"cannot change {', '.join(unknown)} of a key", code="invalid_key")
+        cleared = sorted(
+            k
+            for k in ("name", "limit_reset", "include_byok_in_limit", "disabled")
+            if k in changes and changes[k] is None
+        )
+        if cleared:
+            raise InputError(f"{', '.join(cleared)} cannot be null", code="invalid_key")
+        _check(
+            **{k: v for k, v in changes.items() if k in ("name", "environment", "limit_reset", "limit", "expires_at")}
+        )
+        values = {UPDATABLE[k]: v for k, v in changes.items() if k != "disabled"}
+        for k in ("labels", "allowed_classes", "allowed_models", "allowed_providers"):
+            if k in changes:
+                values[k] = _listed(changes[k]) or ([] if k == "labels" else None)
+        if "name" in changes:
+            values["name"] = changes["name"].strip()
+        if "disabled" in changes:
+            values["disabled"] = bool(changes["disabled"])
+            values["disabled_at"] = (now or utcnow()) if changes["disabled"] else None
+
+        def op(conn: Connection, deltas: Deltas) -> int:
+            if not values:
+                return int(
+                    conn.execute(select(func.count()).select_from(api_keys).where(api_keys.c.id == key_id)).scalar()
+                    or 0
+                )
+            return conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(**values)).rowcount
+
+        if not await self.store.write_direct(op):
+            return None
+        return await self.get(key_id)
 
     async def set_disabled(self, key_id: str, disabled: bool, now: datetime | None = None) -> ApiKey | None:
         values = {"disabled": disabled, "disabled_at": (now or utcnow()) if disabled else None}

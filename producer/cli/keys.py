@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from producer.cli.app import ConfigOption, app, config, console, err_console, run, settings
+from producer.key_views import budget_json, iso, key_json, key_state, resolve_allowances
 from shared import timeutil
 from shared.errors import InputError
 from shared.keys import ENVIRONMENTS, ApiKey, KeyStore
@@ -68,87 +69,18 @@ def with_store(fn: Callable[[Store], Awaitable[T]]) -> T:
     return run(go())
 
 
-def _iso(dt: datetime | None) -> str | None:
-    return None if dt is None else dt.isoformat().replace("+00:00", "Z")
-
-
-def _state(key: ApiKey, now: datetime) -> str:
-    if key.disabled:
-        return "disabled"
-    if key.expired(now):
-        return "expired"
-    return "active"
-
-
-def key_json(key: ApiKey, now: datetime) -> dict[str, Any]:
-    def opt(v: frozenset[str] | None) -> list[str] | None:
-        return None if v is None else sorted(v)
-
-    return {
-        "id": key.id,
-        "name": key.name,
-        "state": _state(key, now),
-        "environment": key.environment,
-        "team": key.team,
-        "project": key.project,
-        "labels": sorted(key.labels),
-        "admin": key.admin,
-        "expires_at": _iso(key.expires_at),
-        "allowed_classes": opt(key.allowed_classes),
-        "allowed_models": opt(key.allowed_models),
-        "allowed_providers": opt(key.allowed_providers),
-        "limit": None if key.limit is None else str(key.limit),
-        "limit_reset": key.limit_reset,
-        "include_byok_in_limit": key.include_byok_in_limit,
-        "created_at": _iso(key.created_at),
-        "rotated_at": _iso(key.rotated_at),
-        "disabled_at": _iso(key.disabled_at),
-    }
-
-
-def budget_json(b: KeyBudget) -> dict[str, Any]:
-    s = b.spend
-    return {
-        "period_start": _iso(b.period_start),
-        "resets_at": _iso(b.period_end),
-        "spent": str(b.spent),
-        "spent_complete": s.complete,
-        "unpriced_calls": s.unpriced_calls,
-        "in_flight": str(s.in_flight),
-        "credits_cost": str(s.credits_cost),
-        "byok_fees": str(s.fees),
-        "byok_cost": str(s.byok_cost),
-        "limit": None if b.limit is None else str(b.limit),
-        "remaining": None if b.remaining is None else str(b.remaining),
-        "calls": s.calls,
-        "input_tokens": s.input_tokens,
-        "output_tokens": s.output_tokens,
-        "jobs": s.jobs,
-    }
-
-
 def _resolve_allowed(
     cfg_path: Path | None, classes: list[str], models: list[str], providers: list[str]
 ) -> tuple[list[str] | None, list[str] | None, list[str] | None]:
     """Check the allowances against the config: unknown names are refused now, not discovered later."""
     if not (classes or models or providers):
         return None, None, None
-    from producer.validate import resolve_model
     from shared.catalog import Catalog
 
-    catalog = Catalog.from_config(config(cfg_path))
-    problems = [f"unknown class {c!r}" for c in classes if c not in catalog.classes]
-    problems += [f"unknown provider {p!r}" for p in providers if p not in catalog.providers]
-    resolved = []
-    for m in models:
-        model_id = resolve_model(catalog, m)
-        if model_id is None:
-            problems.append(f"unknown model {m!r}")
-        else:
-            resolved.append(model_id)
-    if problems:
-        raise typer.BadParameter("; ".join(problems))
-    return classes or None, resolved or None, providers or None
+    try:
+        return resolve_allowances(Catalog.from_config(config(cfg_path)), classes, models, providers)
+    except InputError as e:
+        raise typer.BadParameter(e.message) from None
 
 
 @keys_app.command("create")
@@ -214,7 +146,7 @@ def _keys_table(keys: list[ApiKey], now: datetime) -> Table:
             escape(k.project or ""),
             escape(", ".join(sorted(k.labels))),
             k.describe_limit(),
-            _state(k, now) + (" (admin)" if k.admin else ""),
+            key_state(k, now) + (" (admin)" if k.admin else ""),
             k.created_at.strftime("%Y-%m-%d"),
         )
     return t
@@ -307,7 +239,7 @@ def rotate(key_id: str = typer.Argument(...), as_json: bool = typer.Option(False
     assert rotated is not None
     key, token = rotated
     if as_json:
-        print(json.dumps({"id": key.id, "token": token, "rotated_at": _iso(key.rotated_at)}))
+        print(json.dumps({"id": key.id, "token": token, "rotated_at": iso(key.rotated_at)}))
         return
     err_console.print(f"key {key.id} rotated; the old token no longer works. New token (shown once):")
     print(token)
@@ -333,8 +265,8 @@ def usage(
             json.dumps(
                 {
                     "by": by,
-                    "since": _iso(start),
-                    "until": _iso(end),
+                    "since": iso(start),
+                    "until": iso(end),
                     "rows": [
                         {
                             by: r.group,
@@ -356,7 +288,7 @@ def usage(
             )
         )
         return
-    t = Table(title=f"usage by {by} since {_iso(start) if start > EPOCH else 'the beginning'}", title_justify="left")
+    t = Table(title=f"usage by {by} since {iso(start) if start > EPOCH else 'the beginning'}", title_justify="left")
     for col, just in [
         (by, "left"),
         ("charged", "right"),

@@ -1,7 +1,7 @@
 """Admin and operations routes, under `/v1/routeyard/admin` (admin principals only).
 
-`admin_router` is the mount point for the other admin surfaces: router API key management adds its routes
-to it (or passes its own router to `create_app(extra_routers=...)`).
+Router API key management has its own router (`producer.gateway.keys_admin`, `/v1/routeyard/admin/keys`);
+other admin surfaces can add routes here or pass their own to `create_app(extra_routers=...)`.
 
     GET  /v1/routeyard/admin/webhooks/deliveries   `?batch_id=&status=&message_id=&limit=`, with every try
     POST /v1/routeyard/admin/webhooks/replay       {delivery_id | message_id | batch_id, only_failed}

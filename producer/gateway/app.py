@@ -18,7 +18,7 @@ from arq.connections import ArqRedis
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 
-from producer.gateway import admin, native, openai_api
+from producer.gateway import admin, keys_admin, native, openai_api
 from producer.gateway.errors import ApiError, install_handlers
 from producer.gateway.service import MAX_UPLOAD_BYTES, Gateway
 from shared.auth import Authenticator
@@ -136,6 +136,7 @@ def create_app(
     app.include_router(native.router)
     app.include_router(openai_api.router)
     app.include_router(admin.admin_router)
+    app.include_router(keys_admin.router)
     _mount_ops(app)
     for extra in extra_routers:
         app.include_router(extra)
