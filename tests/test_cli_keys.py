@@ -92,6 +92,36 @@ def test_keys_lifecycle(cli: Any) -> None:
     assert expiring["expires_at"] is not None and expiring["token"].startswith("ry_test_")
 
 
+def test_keys_update_changes_only_what_is_given(cli: Any) -> None:
+    created = json.loads(
+        cli(
+            "keys",
+            "create",
+            "evals",
+            "--team",
+            "ml",
+            "--project",
+            "p",
+            "--limit",
+            "5",
+            "--allow-model",
+            "small-a",
+            "--json",
+        ).stdout
+    )
+    key_id = created["id"]
+    changed = json.loads(
+        cli("keys", "update", key_id, "--team", "research", "--limit", "none", "--reset", "weekly", "--json").stdout
+    )
+    assert (changed["team"], changed["limit"], changed["limit_reset"]) == ("research", None, "weekly")
+    assert (changed["project"], changed["allowed_models"]) == ("p", ["small"])  # untouched
+    cleared = json.loads(cli("keys", "update", key_id, "--project", "", "--allow-all", "--json").stdout)
+    assert cleared["project"] is None and cleared["allowed_models"] is None
+    assert cli("keys", "update", key_id, ok=False).exit_code != 0  # nothing to change
+    assert "unknown provider" in cli("keys", "update", key_id, "--allow-provider", "nope", ok=False).output
+    assert cli("keys", "update", "key_nope", "--team", "x", ok=False).exit_code == 1
+
+
 def test_usage_and_audit_commands(cli: Any) -> None:
     cli("keys", "create", "a", "--team", "ml")
     usage = json.loads(cli("keys", "usage", "--by", "team", "--since", "7d", "--json").stdout)

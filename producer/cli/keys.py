@@ -231,6 +231,73 @@ def enable(key_id: str = typer.Argument(...)) -> None:
     _set_disabled(key_id, False)
 
 
+@keys_app.command("update")
+def update_cmd(
+    key_id: str = typer.Argument(...),
+    name: str | None = typer.Option(None),
+    team: str | None = typer.Option(None, help="'' clears it"),
+    project: str | None = typer.Option(None, help="'' clears it"),
+    label: list[str] = typer.Option([], "--label", help="repeatable; replaces the labels"),
+    clear_labels: bool = typer.Option(False, "--clear-labels"),
+    expires: str | None = typer.Option(None, help="2026-12-31, an ISO time, a duration (90d), or 'never'"),
+    allow_class: list[str] = typer.Option([], "--allow-class", help="repeatable; replaces the allowance"),
+    allow_model: list[str] = typer.Option([], "--allow-model", help="repeatable; replaces the allowance"),
+    allow_provider: list[str] = typer.Option([], "--allow-provider", help="repeatable; replaces the allowance"),
+    allow_all: bool = typer.Option(False, "--allow-all", help="lift every class, model and provider allowance"),
+    limit: str | None = typer.Option(None, help="USD per period, or 'none' for unlimited"),
+    reset: str | None = typer.Option(None, help=" | ".join(LIMIT_RESETS)),
+    include_byok: bool | None = typer.Option(None, "--include-byok/--exclude-byok"),
+    as_json: bool = typer.Option(False, "--json"),
+    cfg: Path | None = ConfigOption,
+) -> None:
+    """Change a key's settings; what is not given stays. Jobs already submitted keep the team, project and
+    environment they were recorded with. Environment and admin scope are fixed: make a new key for those."""
+    now = utcnow()
+    changes: dict[str, Any] = {}
+    if name is not None:
+        changes["name"] = name
+    for field, value in (("team", team), ("project", project)):
+        if value is not None:
+            changes[field] = value or None
+    if label or clear_labels:
+        changes["labels"] = label
+    if expires is not None:
+        changes["expires_at"] = None if expires == "never" else parse_when(expires, now=now, future=True)
+    if allow_all:
+        changes.update(allowed_classes=None, allowed_models=None, allowed_providers=None)
+    else:
+        classes, models, providers = _resolve_allowed(cfg, allow_class, allow_model, allow_provider)
+        for allowance, given, resolved in (
+            ("allowed_classes", allow_class, classes),
+            ("allowed_models", allow_model, models),
+            ("allowed_providers", allow_provider, providers),
+        ):
+            if given:
+                changes[allowance] = resolved
+    if limit is not None:
+        changes["limit"] = None if limit == "none" else _dollars(limit)
+    if reset is not None:
+        changes["limit_reset"] = reset
+    if include_byok is not None:
+        changes["include_byok_in_limit"] = include_byok
+    if not changes:
+        raise typer.BadParameter("nothing to change: give at least one option")
+
+    async def go(store: Store) -> ApiKey | None:
+        try:
+            return await KeyStore(store).update(key_id, changes)
+        except InputError as e:
+            raise typer.BadParameter(e.message) from None
+
+    key = with_store(go)
+    _need_key(key, key_id)
+    assert key is not None
+    if as_json:
+        print(json.dumps(key_json(key, now), indent=2))
+        return
+    err_console.print(f"key {key.id} updated: {', '.join(sorted(changes))}")
+
+
 @keys_app.command("rotate")
 def rotate(key_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
     """Issue a new token for the key; the old one stops working at once. Printed once."""
