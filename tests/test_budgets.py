@@ -95,3 +95,25 @@ async def test_held_jobs_can_be_cancelled(settings: Settings, sqlite_store: Stor
         assert await sqlite_store.write(ops.cancel_jobs(batch_id=report.batch_id)) == counts["budget_exhausted"]
         b = await sqlite_store.read(queries.batch(report.batch_id))
         assert b["state"] == "completed"
+
+
+async def test_changing_what_a_key_limit_counts_starts_its_counter_afresh(
+    settings: Settings, sqlite_store: Store, fake_redis: ArqRedis
+) -> None:
+    # the spend counter in Redis is tagged with what it counts: turning BYOK inclusion on or off, or a new
+    # reset period, must not keep counting on a total built under the old rule (it is rebuilt from the ledger,
+    # and jobs held under the old rule are resumed)
+    from shared.keys import KeyStore
+
+    keys = KeyStore(sqlite_store)
+    key, _ = await keys.create("k", limit=Decimal("1"), limit_reset="monthly")
+    async with Embedded(settings, make_config(), farm=quiet_farm(), redis=fake_redis, store=sqlite_store) as emb:
+        rt = emb.worker.runtime
+        assert rt is not None
+        limit, before = await rt.scope_state(f"key:{key.id}") or (None, "")
+        await keys.update(key.id, {"include_byok_in_limit": True})
+        _, with_byok = await rt.scope_state(f"key:{key.id}") or (None, "")
+        await keys.update(key.id, {"limit_reset": "daily", "include_byok_in_limit": False})
+        _, daily = await rt.scope_state(f"key:{key.id}") or (None, "")
+    assert limit == Decimal("1")
+    assert with_byok == before + "+byok" and not daily.endswith("+byok"), (before, with_byok, daily)

@@ -39,6 +39,14 @@ BUDGET_CACHE_S = 10.0
 (a raised limit or a disabled key takes effect within this)."""
 
 
+def key_period_tag(key: ApiKey) -> str:
+    """What a key's spend counter in Redis counts: the current period, and whether BYOK upstream cost is in it.
+    A change of either (a new period, `limit_reset` or `include_byok_in_limit` changed) starts the counter
+    afresh from the ledger, and resumes jobs held by the old one."""
+    start, _ = period_bounds(key.limit_reset, utcnow())
+    return start.isoformat() + ("+byok" if key.include_byok_in_limit else "")
+
+
 @dataclass(frozen=True, slots=True)
 class KeyView:
     """What the worker needs of a job's router key, cached: the key, the policy narrowed by it, and the
@@ -128,12 +136,11 @@ class Runtime:
         if job.api_key_id is not None:
             key = (await self.key_view(job.api_key_id)).key
             if key is not None and key.limit is not None:
-                start, _ = period_bounds(key.limit_reset, utcnow())
                 scopes.append(
                     BudgetScope(
                         f"key:{key.id}",
                         key.limit,
-                        start.isoformat(),
+                        key_period_tag(key),
                         self._key_committed(key.id),
                         include_byok=key.include_byok_in_limit,
                     )
@@ -192,7 +199,7 @@ class Runtime:
             key = await self.store.read(get_key(ident))
             if key is None:
                 return None
-            return key.limit, period_bounds(key.limit_reset, utcnow())[0].isoformat()
+            return key.limit, key_period_tag(key)
         return None
 
     async def aclose(self) -> None:
