@@ -17,6 +17,7 @@ at creation. Jobs already submitted keep the team, project and environment they 
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -28,11 +29,14 @@ from producer.gateway.auth import require_admin
 from producer.gateway.errors import not_found
 from producer.gateway.native import Gw
 from producer.key_views import budget_json, key_json, resolve_allowances
+from shared.auth import Principal
 from shared.catalog import Catalog
 from shared.keys import ApiKey, KeyStore
 from shared.spend import key_budget
 from shared.timeutil import utcnow
 
+log = logging.getLogger("routeyard.api")
+Admin = Annotated[Principal, Depends(require_admin)]
 router = APIRouter(prefix="/v1/routeyard/admin/keys", tags=["admin"], dependencies=[Depends(require_admin)])
 
 _Names = list[Annotated[str, Field(min_length=1, max_length=128)]]
@@ -95,10 +99,11 @@ async def _found(keys: KeyStore, key_id: str) -> ApiKey:
 
 
 @router.post("", status_code=201, summary="Create a router key (its token is returned once)")
-async def create_key(body: KeyCreate, gw: Gw) -> dict[str, Any]:
+async def create_key(body: KeyCreate, gw: Gw, who: Admin) -> dict[str, Any]:
     sent = body.model_dump()
     sent.update(_allowances(gw.catalog, sent))
     key, token = await KeyStore(gw.store).create(sent.pop("name"), **sent)
+    log.info("admin %s created key %s (%s)", who.name, key.id, key.environment)
     return {"data": key_json(key, utcnow()), "key": token}
 
 
@@ -124,7 +129,7 @@ async def get_key(key_id: str, gw: Gw) -> dict[str, Any]:
 
 
 @router.patch("/{key_id}", summary="Change a router key's settings, or disable / enable it")
-async def update_key(key_id: str, body: KeyUpdate, gw: Gw) -> dict[str, Any]:
+async def update_key(key_id: str, body: KeyUpdate, gw: Gw, who: Admin) -> dict[str, Any]:
     keys = KeyStore(gw.store)
     await _found(keys, key_id)
     sent = body.model_dump(exclude_unset=True)
@@ -132,13 +137,15 @@ async def update_key(key_id: str, body: KeyUpdate, gw: Gw) -> dict[str, Any]:
     updated = await keys.update(key_id, sent)
     if updated is None:
         raise not_found("key", key_id)
+    log.info("admin %s changed key %s: %s", who.name, key_id, ", ".join(sorted(sent)))
     return {"data": key_json(updated, utcnow())}
 
 
 @router.post("/{key_id}/rotate", summary="A new token for the key; the old one stops working at once")
-async def rotate_key(key_id: str, gw: Gw) -> dict[str, Any]:
+async def rotate_key(key_id: str, gw: Gw, who: Admin) -> dict[str, Any]:
     rotated = await KeyStore(gw.store).rotate(key_id)
     if rotated is None:
         raise not_found("key", key_id)
+    log.info("admin %s rotated key %s", who.name, key_id)
     key, token = rotated
     return {"data": key_json(key, utcnow()), "key": token}
