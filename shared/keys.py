@@ -33,7 +33,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from shared.auth import Principal
 from shared.errors import InputError, RouteyardError
 from shared.ids import new_id
-from shared.money import fmt_usd
+from shared.money import MAX_USD, fmt_usd
 from shared.periods import LIMIT_RESETS, LimitReset
 from shared.store import Store
 from shared.store.writer import Deltas
@@ -298,8 +298,8 @@ def _check(
         raise InputError(f"environment must be one of {', '.join(ENVIRONMENTS)}", code="invalid_key")
     if limit_reset is not None and limit_reset not in LIMIT_RESETS:
         raise InputError(f"limit reset must be one of {', '.join(LIMIT_RESETS)}", code="invalid_key")
-    if limit is not None and limit < 0:
-        raise InputError("limit must be zero or more dollars", code="invalid_key")
+    if limit is not None and not (limit.is_finite() and 0 <= limit <= MAX_USD):
+        raise InputError(f"limit must be between $0 and ${MAX_USD:,}", code="invalid_key")
     if expires_at is not None and expires_at.tzinfo is None:
         raise InputError("expiry must carry a timezone", code="invalid_key")
 

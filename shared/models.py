@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from shared.money import MAX_USD
+
 
 def check_metadata(v: dict[str, str] | None) -> dict[str, str] | None:
     """OpenAI's limits on `metadata`, so jobs and batches move between the two unchanged."""
@@ -213,7 +215,7 @@ class JobSpec(BaseModel):
     logit_bias: dict[str, float] | None = None
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     user: str | None = Field(default=None, max_length=256)
-    max_cost: Decimal | None = Field(default=None, gt=0)
+    max_cost: Decimal | None = Field(default=None, gt=0, le=MAX_USD)
     """Cap on this job's worst-case cost in dollars (default: the class's)."""
     metadata: dict[str, str] | None = None
     webhook_url: str | None = Field(default=None, max_length=2048)

@@ -16,6 +16,8 @@ from sqlalchemy.types import TypeDecorator
 
 NANO = Decimal("0.000000001")
 MILLION = Decimal(1_000_000)
+MAX_USD = Decimal(1_000_000_000)
+"""The largest amount a limit or budget may name: in nano-dollars it still fits a 64-bit column."""
 
 
 def to_nanos(amount: Decimal) -> int:

@@ -117,6 +117,8 @@ async def test_only_admins_manage_keys(client: httpx.AsyncClient) -> None:
         ({"environment": "moon"}, "environment must be one of"),
         ({"limit_reset": "hourly"}, "limit reset must be one of"),
         ({"limit": "-1"}, "limit"),
+        ({"limit": "1e30"}, "less than or equal to 1000000000"),  # would overflow the nano-dollar column
+        ({"limit": "NaN"}, "limit"),
         ({"allowed_models": ["no-such-model"], "allowed_classes": ["nope"]}, "unknown class 'nope'"),
         ({"expires_at": "2030-01-01T00:00:00"}, "timezone"),
         ({"secret_hash": "x"}, "secret_hash"),

@@ -32,6 +32,7 @@ from producer.key_views import budget_json, key_json, resolve_allowances
 from shared.auth import Principal
 from shared.catalog import Catalog
 from shared.keys import ApiKey, KeyStore
+from shared.money import MAX_USD
 from shared.spend import key_budget
 from shared.timeutil import utcnow
 
@@ -54,7 +55,7 @@ class KeyCreate(BaseModel):
     allowed_classes: _Names = Field(default_factory=list)
     allowed_models: _Names = Field(default_factory=list)
     allowed_providers: _Names = Field(default_factory=list)
-    limit: Decimal | None = Field(default=None, ge=0, description="USD per period; null: unlimited")
+    limit: Decimal | None = Field(default=None, ge=0, le=MAX_USD, description="USD per period; null: unlimited")
     limit_reset: str = "none"
     include_byok_in_limit: bool = False
     admin: bool = False
@@ -73,7 +74,7 @@ class KeyUpdate(BaseModel):
     allowed_classes: _Names | None = None
     allowed_models: _Names | None = None
     allowed_providers: _Names | None = None
-    limit: Decimal | None = Field(default=None, ge=0)
+    limit: Decimal | None = Field(default=None, ge=0, le=MAX_USD)
     limit_reset: str | None = None
     include_byok_in_limit: bool | None = None
     disabled: bool | None = None

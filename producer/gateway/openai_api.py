@@ -71,6 +71,7 @@ from producer.gateway.service import Gateway
 from producer.ingest import Line, LineError
 from producer.views import is_terminal
 from shared.models import Priority, ProviderPreferences
+from shared.money import MAX_USD
 from shared.store import queries
 from shared.tables import BatchState
 
@@ -256,8 +257,11 @@ def _options_from_metadata(
         budget = Decimal(cost) if cost else None
     except InvalidOperation:
         budget = Decimal(-1)
-    if budget is not None and (not budget.is_finite() or budget <= 0):
-        raise bad_request("metadata.routeyard_max_total_cost must be a positive number of dollars", param="metadata")
+    if budget is not None and (not budget.is_finite() or budget <= 0 or budget > MAX_USD):
+        raise bad_request(
+            f"metadata.routeyard_max_total_cost must be a positive number of dollars, at most {MAX_USD:,}",
+            param="metadata",
+        )
     provider = get("provider")
     try:
         prefs = ProviderPreferences.model_validate_json(provider) if provider else None

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.models import JobSpec, ProviderPreferences, check_metadata
+from shared.money import MAX_USD
 
 OpenAIStatus = Literal[
     "validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled"
@@ -165,7 +166,7 @@ class BatchSubmit(BaseModel):
     jobs: list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
     class_: str | None = Field(default=None, alias="class", max_length=64)
     priority: Literal["high", "normal", "low"] | None = None
-    max_total_cost: Decimal | None = Field(default=None, gt=0, le=Decimal("1e9"))
+    max_total_cost: Decimal | None = Field(default=None, gt=0, le=MAX_USD)
     models: list[str] | None = Field(default=None, min_length=1, max_length=32)
     provider: ProviderPreferences | None = None
     metadata: dict[str, str] | None = None
