@@ -25,6 +25,9 @@ from shared.settings import Settings
 from shared.store import Store
 
 MAX_EXAMPLES = 8
+FUZZ = hypothesis_settings(
+    max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
 schemathesis.serializer.alias("application/jsonl", "application/octet-stream")  # JSONL uploads: raw bytes
 
 
@@ -65,12 +68,7 @@ def test_the_spec_is_published() -> None:
 
 
 @schema.parametrize()
-@hypothesis_settings(
-    max_examples=MAX_EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=list(HealthCheck),
-)
+@FUZZ
 def test_no_server_errors(case: Any) -> None:
     case.call_and_validate(headers={"Authorization": f"Bearer {ALICE}"}, checks=[not_a_server_error])
 
@@ -79,12 +77,7 @@ admin_only = schema.include(path_regex=r"^/(v1/routeyard/admin/|admin/|api/v1/ac
 
 
 @admin_only.parametrize()
-@hypothesis_settings(
-    max_examples=MAX_EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=list(HealthCheck),
-)
+@FUZZ
 def test_no_server_errors_on_admin_endpoints_as_an_admin(case: Any) -> None:
     """Tenants only ever see 403 on the admin endpoints (keys, reports, re-queue, activity, webhooks); an admin
     reaches the handlers, so fuzz them as one."""
