@@ -305,7 +305,7 @@ def _check(
 
 
 class KeyStore:
-    """Create, read, disable and rotate router keys. Tokens are returned once and never stored."""
+    """Create, read, change, disable and rotate router keys. Tokens are returned once and never stored."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -382,9 +382,7 @@ class KeyStore:
         )
         if cleared:
             raise InputError(f"{', '.join(cleared)} cannot be null", code="invalid_key")
-        _check(
-            **{k: v for k, v in changes.items() if k in ("name", "environment", "limit_reset", "limit", "expires_at")}
-        )
+        _check(**{k: v for k, v in changes.items() if k in ("name", "limit_reset", "limit", "expires_at")})
         values = {UPDATABLE[k]: v for k, v in changes.items() if k != "disabled"}
         for k in ("labels", "allowed_classes", "allowed_models", "allowed_providers"):
             if k in changes:
